@@ -1,0 +1,41 @@
+"""The command line of the RLTF system: one entry point, one subcommand per job.
+
+Each subcommand lives in the package that owns its job and exposes ``add_arguments(parser)`` and
+``run(args) -> int``; this file only wires them, importing lazily so that ``--help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Modules are imported only when their subcommand runs.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "execute": ("sandbox.cli", "grade programs against problems' unit tests in the sandbox (JSONL in, JSONL out)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rltf",
+        description="RLTF: online reinforcement learning of code models from unit-test feedback, on Ray.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        sub_parser.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(sub_parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""Shared test fixtures: where the real benchmark data lives, skipped cleanly when it is absent."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("RLTF_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real MBPP / HumanEval / APPS files; tests that need it skip when it is not there."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"benchmark data folder {SHARED_DATA} is absent (set RLTF_SHARED_DATA to point at it)")
+    return SHARED_DATA
