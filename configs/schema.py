@@ -1,0 +1,118 @@
+"""Typed configuration: one dataclass per section of the YAML file, mirroring it key for key.
+
+A run's whole configuration is a `Config`. `configs/__init__.py` loads it from a preset name or a YAML path and
+applies `--section.key=value` overrides; everything that reads configuration reads these dataclasses, never raw
+dicts. Defaults here are the offline `local` preset's values unless a preset says otherwise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+
+@dataclass
+class RunConfig:
+    name: str = "rltf"
+    output_dir: str = "runs"  # the run writes to output_dir/name
+    seed: int = 0
+    namespace: str = "rltf"  # Ray namespace: named actors of a run live here
+    log_every_s: float = 5.0  # progress line period
+    max_wall_s: float = 0.0  # stop after this long (0 = no limit)
+
+
+@dataclass
+class ModelConfig:
+    # A hub name (Salesforce/codet5-large-ntp-py), a local directory, or a tiny preset built on first use (tiny:gpt2).
+    name_or_path: str = "tiny:gpt2"
+    kind: Optional[Literal["seq2seq", "causal"]] = None  # None: decided from the model's config
+    max_prompt_tokens: int = 256
+    max_new_tokens: int = 96
+
+
+@dataclass
+class DataConfig:
+    # A local path, a dataset hub name, or "synthetic" (the generated problem family).
+    source: str = "synthetic"
+    format: Optional[str] = None  # None: detected from the path
+    split: Optional[str] = "train"
+    limit: Optional[int] = None  # at most this many problems (None: all)
+    eval_split: Optional[str] = "heldout"
+
+
+@dataclass
+class SamplerConfig:
+    num_samplers: int = 1
+    samples_per_problem: int = 4  # N sampled programs per problem, plus one greedy baseline
+    problems_per_batch: int = 4
+    temperature: float = 1.0
+    top_p: float = 0.95
+    greedy_baseline: bool = True
+
+
+@dataclass
+class SandboxConfig:
+    num_workers: int = 0  # 0 = one per CPU core
+    test_timeout_s: float = 4.0  # one test
+    program_timeout_s: float = 20.0  # the whole program, all tests
+    memory_mb: int = 1024  # address space of the program's process
+    max_output_bytes: int = 1 << 20  # stdout/stderr captured per test
+    max_file_bytes: int = 1 << 20  # RLIMIT_FSIZE
+    max_open_files: int = 64
+    max_processes: int = 16  # per program, threads included
+    max_result_bytes: int = 1 << 20  # the plain-data reply from the program's process
+    # "auto": strongest available; "full": fail if namespaces are unavailable; "none": rlimits only.
+    isolation: Literal["auto", "full", "none"] = "auto"
+
+
+@dataclass
+class RewardConfig:
+    adaptive: bool = True  # failed programs earn -0.3 + 1.3 * pass_ratio
+    fine_grained: bool = True  # extra penalty on the blamed tokens
+    fine_grained_scale: Literal["flat", "paper"] = "flat"  # flat: released code; paper: scaled by T / blamed
+    baseline: Literal["greedy", "best", "none"] = "greedy"
+    penalty: float = 0.3
+
+
+@dataclass
+class BufferConfig:
+    capacity: int = 512
+    min_fill: int = 32  # training starts once the buffer holds this many trajectories
+    max_unread: int = 0  # back-pressure: samplers wait while this many are unread (0 = capacity)
+    snapshot_every_s: float = 60.0  # 0 = never
+
+
+@dataclass
+class LearnerConfig:
+    num_ranks: int = 1
+    deepspeed_config: str = "zero0"  # a name under configs/deepspeed/ or a path to a DeepSpeed JSON file
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 10
+    batch_size: int = 16  # trajectories per rank per RL micro-step
+    grad_accum: int = 1
+    supervised_ratio: float = 1.0  # supervised micro-steps per RL micro-step (0 = off)
+    supervised_batch_size: int = 16
+    total_steps: int = 200  # optimizer steps of RL training
+    warm_start_steps: int = 0  # supervised steps on reference solutions before RL
+    warm_start_lr: float = 1e-3
+    publish_every: int = 2  # push weights to samplers every K optimizer steps
+    checkpoint_every: int = 50  # 0 = only at the end
+    importance_clip: Optional[float] = None  # truncated importance weight min(c, p/p_behaviour); None = off
+
+
+@dataclass
+class WeightsConfig:
+    transport: Literal["object_store", "collective"] = "object_store"
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
