@@ -11,6 +11,7 @@ import sys
 
 # name -> (module, one-line help). Modules are imported only when their subcommand runs.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("actors.launcher", "run online RLTF training (embedded local Ray, or --address to join a cluster)"),
     "execute": ("sandbox.cli", "grade programs against problems' unit tests in the sandbox (JSONL in, JSONL out)"),
 }
 
@@ -30,10 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    if extra:
+        # Subcommands that take config overrides (--section.key=value) declare an `overrides` default.
+        if not hasattr(args, "overrides") or any(not (a.startswith("--") and "=" in a) for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
     return int(importlib.import_module(args._module).run(args) or 0)
 
 

@@ -47,6 +47,8 @@ class SamplerConfig:
     temperature: float = 1.0
     top_p: float = 0.95
     greedy_baseline: bool = True
+    num_cpus: float = 1.0  # Ray resources per sampler actor
+    num_gpus: float = 0.0
 
 
 @dataclass
@@ -62,6 +64,7 @@ class SandboxConfig:
     max_result_bytes: int = 1 << 20  # the plain-data reply from the program's process
     # "auto": strongest available; "full": fail if namespaces are unavailable; "none": rlimits only.
     isolation: Literal["auto", "full", "none"] = "auto"
+    num_cpus: float = 1.0  # Ray resources per sandbox worker actor
 
 
 @dataclass
@@ -90,7 +93,7 @@ class LearnerConfig:
     warmup_steps: int = 10
     batch_size: int = 16  # trajectories per rank per RL micro-step
     grad_accum: int = 1
-    supervised_ratio: float = 1.0  # supervised micro-steps per RL micro-step (0 = off)
+    supervised_ratio: int = 1  # supervised micro-steps per RL micro-step (1 = the paper's 1:1; 0 = off)
     supervised_batch_size: int = 16
     total_steps: int = 200  # optimizer steps of RL training
     warm_start_steps: int = 0  # supervised steps on reference solutions before RL
@@ -98,6 +101,8 @@ class LearnerConfig:
     publish_every: int = 2  # push weights to samplers every K optimizer steps
     checkpoint_every: int = 50  # 0 = only at the end
     importance_clip: Optional[float] = None  # truncated importance weight min(c, p/p_behaviour); None = off
+    num_cpus: float = 1.0  # Ray resources per learner rank
+    num_gpus: float = 0.0
 
 
 @dataclass

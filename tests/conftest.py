@@ -6,6 +6,11 @@ from pathlib import Path
 
 import pytest
 
+# Tests never contact a model or dataset hub: the machine is offline and tests load only local files.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("RLTF_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 

@@ -1,0 +1,250 @@
+"""The controller: builds the actor graph from the config, drives the learner, keeps the samplers alive.
+
+    problems ─> Sampler actors ─programs─> sandbox workers ─verdicts─> rewards ─trajectories─> OnlineBuffer
+                    ^                                                                              │
+                    └──── WeightStore (version v) <── publish every K steps ── LearnerRank x R <───┘
+
+Everything here is a named actor in the run's Ray namespace (`ray list actors` shows the roles). The controller
+is itself an async actor: its `run` is the learner loop, while `status` and `scale` answer at any time.
+Data between the parts moves by actor calls and the object store, never through files; files are for
+durability only (checkpoints, the buffer's log) and for people (metrics, plots).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import ray
+
+from actors.buffer import OnlineBuffer
+from actors.run_log import RunLog
+from actors.sampler import Sampler
+from configs import save_config
+from configs.schema import Config
+from learner.rank import LearnerRank
+from learner.weights import WeightStore, make_transport
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "checkpoints").glob("step_*"))
+
+
+class Controller:
+    def __init__(self, cfg: Config, run_dir: str, resume: bool = False) -> None:
+        self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+        self.ns = cfg.run.namespace
+        self.samplers: dict[str, Any] = {}  # name -> actor handle
+        self.sampler_runs: dict[str, Any] = {}  # name -> ObjectRef of its `run`
+        self.next_sampler = 0
+        self.step = 0
+        self.version = 0
+        self.phase = "starting"
+        self.progress_: dict[str, Any] = {}
+        self.restarts = 0
+        self.started = time.time()
+
+    # --- building the graph --------------------------------------------------------------------------------
+    def _name(self, role: str) -> str:
+        return f"{self.cfg.run.name}:{role}"
+
+    def _build(self) -> None:
+        from sandbox.pool import RaySandboxPool, create_sandbox_workers
+        from tasks import load_problems
+
+        cfg = self.cfg
+        self.problems = load_problems(cfg.data.source, fmt=cfg.data.format, split=cfg.data.split, limit=cfg.data.limit)
+        self.problems_ref = ray.put(self.problems)
+        self.store = ray.remote(WeightStore).options(name=self._name("weights"), num_cpus=0).remote()
+        self.transport = make_transport(cfg.weights.transport, self.store)
+        self.buffer = ray.remote(OnlineBuffer).options(
+            name=self._name("buffer"), num_cpus=0, max_restarts=-1, max_concurrency=64,
+        ).remote(cfg.buffer, str(self.run_dir / "buffer"), cfg.run.seed)
+        workers = create_sandbox_workers(cfg.sandbox, name_prefix=self._name("sandbox"))
+        self.pool = RaySandboxPool(workers)
+        world = cfg.learner.num_ranks
+        rank_cls = ray.remote(LearnerRank).options(num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus)
+        self.ranks = [rank_cls.options(name=self._name(f"learner-{r}")).remote(cfg, r, world) for r in range(world)]
+        addr, port = ray.get(self.ranks[0].rendezvous_address.remote())
+        infos = ray.get([r.setup.remote(addr, port, self.problems_ref) for r in self.ranks])
+        self.log.write({"kind": "setup", "problems": len(self.problems), **infos[0]})
+
+    def _add_sampler(self) -> str:
+        cfg = self.cfg
+        name = self._name(f"sampler-{self.next_sampler}")
+        self.next_sampler += 1
+        actor = ray.remote(Sampler).options(
+            name=name, num_cpus=cfg.sampler.num_cpus, num_gpus=cfg.sampler.num_gpus,
+            max_restarts=-1, max_concurrency=8,
+        ).remote(cfg, name, self.problems_ref, self.buffer, self.pool, self.transport)
+        self.samplers[name] = actor
+        self.sampler_runs[name] = actor.run.remote()
+        return name
+
+    async def _remove_sampler(self, name: str) -> dict[str, Any]:
+        """Let the sampler finish and push its in-flight batch, then end it."""
+        actor = self.samplers.pop(name)
+        run_ref = self.sampler_runs.pop(name)
+        await actor.stop.remote()
+        try:
+            status = await run_ref
+        except ray.exceptions.RayError:
+            status = {}
+        ray.kill(actor, no_restart=True)
+        await self.store.forget.remote(name)
+        return status
+
+    def _watch_samplers(self) -> None:
+        """A sampler whose `run` ended with an error died (and Ray restarted the actor): start its loop again."""
+        for name, ref in list(self.sampler_runs.items()):
+            ready, _ = ray.wait([ref], timeout=0)
+            if not ready:
+                continue
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                self.restarts += 1
+                log.warning("sampler %s died (%s); restarting its loop", name, type(exc).__name__)
+                self.log.write({"kind": "event", "event": "sampler_restart", "sampler": name})
+                self.sampler_runs[name] = self.samplers[name].run.remote()
+
+    # --- checkpoints ----------------------------------------------------------------------------------------
+    async def _checkpoint(self) -> Path:
+        directory = self.run_dir / "checkpoints" / f"step_{self.step:06d}"
+        state = {"step": self.step, "version": self.version, "phase": self.phase}
+        await asyncio.gather(*[r.save_checkpoint.remote(str(directory), state) for r in self.ranks])
+        await self.buffer.snapshot.remote(str(directory))
+        (directory / "state.json").write_text(json.dumps(state))
+        self.log.write({"kind": "event", "event": "checkpoint", "step": self.step, "path": str(directory)})
+        return directory
+
+    async def _restore(self) -> None:
+        found = checkpoint_dirs(self.run_dir)
+        if not found:
+            raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
+        latest = found[-1]
+        await asyncio.gather(*[r.load_checkpoint.remote(str(latest)) for r in self.ranks])
+        state = json.loads((latest / "state.json").read_text())
+        self.step, self.version = state["step"], state["version"]
+        self.log.write({"kind": "event", "event": "resumed", "step": self.step, "path": str(latest)})
+
+    # --- the learner loop -----------------------------------------------------------------------------------
+    async def _publish(self) -> None:
+        self.version += 1
+        info = await self.ranks[0].publish.remote(self.transport, self.version)
+        self.log.write({"kind": "event", "event": "publish", "step": self.step, **info})
+
+    async def _learner_step(self, shards: Optional[list]) -> dict[str, Any]:
+        if shards is None:
+            results = await asyncio.gather(*[r.train_step.remote(None) for r in self.ranks])
+        else:
+            results = await asyncio.gather(*[r.train_step.remote(s) for r, s in zip(self.ranks, shards)])
+        self.step = results[0]["step"]
+        return results[0]
+
+    async def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.log = RunLog(self.run_dir)
+        save_config(cfg, self.run_dir / "config.yaml")
+        self.phase = "building"
+        self._build()
+        if self.resume:
+            await self._restore()
+        ws = cfg.learner.warm_start_steps
+        if self.step < ws:
+            self.phase = "warm_start"
+            while self.step < ws:
+                metrics = await self._learner_step(None)
+                self.progress_ = {"phase": self.phase, **metrics}
+                if self.step % 10 == 0 or self.step == ws:
+                    self.log.write({"kind": "warm_start", **metrics})
+        await self._publish()  # samplers start from the newest weights
+        for _ in range(cfg.sampler.num_samplers):
+            self._add_sampler()
+
+        self.phase = "rl"
+        total = ws + cfg.learner.total_steps
+        last_tick = 0.0
+        while self.step < total:
+            if cfg.run.max_wall_s and time.time() - self.started > cfg.run.max_wall_s:
+                self.log.write({"kind": "event", "event": "max_wall_s reached", "step": self.step})
+                break
+            self._watch_samplers()
+            shards = await self.buffer.sample.remote(cfg.learner.batch_size * cfg.learner.grad_accum, len(self.ranks))
+            if shards is None:
+                await asyncio.sleep(0.2)
+                if time.time() - last_tick > cfg.run.log_every_s:
+                    last_tick = time.time()
+                    await self._tick({})
+                continue
+            metrics = await self._learner_step(shards)
+            batch = [t for shard in shards for t in shard]
+            record = {
+                "kind": "learner", "step": self.step, "version": self.version,
+                "batch_pass_rate": sum(t.outcome == "passed" for t in batch) / len(batch),
+                "batch_staleness": sum(self.version - t.policy_version for t in batch) / len(batch),
+                **metrics,
+            }
+            if (self.step - ws) % cfg.learner.publish_every == 0:
+                await self._publish()
+            if cfg.learner.checkpoint_every and (self.step - ws) % cfg.learner.checkpoint_every == 0:
+                await self._checkpoint()
+            if time.time() - last_tick > cfg.run.log_every_s or self.step == total:
+                last_tick = time.time()
+                record.update(await self._tick(record))
+            self.log.write(record)
+        return await self._finish()
+
+    async def _tick(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Gather sampler and buffer statistics into the progress line."""
+        statuses = await asyncio.gather(*[a.status.remote() for a in self.samplers.values()], return_exceptions=True)
+        statuses = [s for s in statuses if isinstance(s, dict)]
+        buffer = await self.buffer.stats.remote(self.version)
+        samples = sum(s["samples"] for s in statuses)
+        elapsed = time.time() - self.started
+        progress = {
+            "phase": self.phase, "step": self.step, "version": self.version, "elapsed_s": round(elapsed, 1),
+            "samples": samples, "samples_per_s": samples / max(elapsed, 1e-9),
+            "pass_rate": sum(s["passed"] for s in statuses) / max(samples, 1),
+            "mean_reward": sum(s["reward_sum"] for s in statuses) / max(samples, 1),
+            "buffer_size": buffer["size"], "buffer_capacity": buffer["capacity"], "buffer_unread": buffer["unread"],
+            "policy_lag": buffer["staleness_mean"],
+            "sampler_versions": {s["sampler_id"]: s["policy_version"] for s in statuses},
+            "weight_sync_s": max((s["weight_sync_s"][-1] for s in statuses if s["weight_sync_s"]), default=None),
+            "loss": record.get("loss_rl"), "sampler_restarts": self.restarts,
+        }
+        self.progress_ = progress
+        return progress
+
+    async def _finish(self) -> dict[str, Any]:
+        self.phase = "finishing"
+        final = await self._tick({})
+        for name in list(self.samplers):
+            await self._remove_sampler(name)
+        await self.buffer.close.remote()
+        checkpoint = await self._checkpoint()
+        self.log.close()
+        plots = self.log.plot()
+        summary = {**final, "checkpoint": str(checkpoint), "model_dir": str(checkpoint / "hf"),
+                   "plots": [str(p) for p in plots], "run_dir": str(self.run_dir)}
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        self.phase = "done"
+        return summary
+
+    # --- live control ---------------------------------------------------------------------------------------
+    def progress(self) -> dict[str, Any]:
+        return {"phase": self.phase, **self.progress_}
+
+    async def scale(self, num_samplers: int) -> dict[str, Any]:
+        if num_samplers < 0:
+            raise ValueError(f"--samplers must be >= 0, got {num_samplers}")
+        while len(self.samplers) < num_samplers:
+            self._add_sampler()
+        while len(self.samplers) > num_samplers:
+            await self._remove_sampler(sorted(self.samplers)[-1])
+        return {"samplers": sorted(self.samplers)}

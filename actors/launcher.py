@@ -1,0 +1,125 @@
+"""`launch.py train`: start (or join) Ray, start the controller, print progress, report the result.
+
+Without ``--address`` an embedded local Ray is started and torn down; with ``--address auto`` (inside
+``ray job submit``) or ``ray://host:10001`` the run joins that cluster.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="local", help="a preset name (configs/*.yaml) or a YAML file [local]")
+    parser.add_argument("--address", default=None,
+                        help="join this Ray cluster (auto, ray://host:10001); default: start an embedded local Ray")
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue the run in RUN_DIR from its latest checkpoint, buffer included")
+    parser.set_defaults(overrides=[])
+    parser.epilog = "Any --section.key=value argument overrides the config, e.g. --learner.lr=1e-5 --sampler.num_samplers=2"
+
+
+def resolve_run_dir(cfg, resume: str | None) -> Path:
+    if resume:
+        return Path(resume)
+    run_dir = Path(cfg.run.output_dir) / cfg.run.name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        run_dir = run_dir.with_name(f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return run_dir
+
+
+def init_ray(address: str | None, namespace: str, cpus_needed: float) -> None:
+    import ray
+
+    if address:
+        ray.init(address=address, namespace=namespace, log_to_driver=True)
+    else:
+        # The embedded Ray gets at least as many logical CPUs as the actor graph asks for: sandbox workers and
+        # the buffer idle most of the time, so a 2-core machine can host the whole graph.
+        ray.init(namespace=namespace, num_cpus=max(os.cpu_count() or 1, int(cpus_needed + 0.999)),
+                 include_dashboard=False, log_to_driver=True)
+
+
+def cpus_needed(cfg) -> float:
+    workers = cfg.sandbox.num_workers or (os.cpu_count() or 1)
+    return (cfg.learner.num_ranks * cfg.learner.num_cpus + cfg.sampler.num_samplers * cfg.sampler.num_cpus
+            + workers * cfg.sandbox.num_cpus)
+
+
+def format_progress(p: dict[str, Any]) -> str:
+    if p.get("phase") == "warm_start":
+        return f"[warm start] step {p.get('step', 0)} sl_nll {p.get('sl_nll', float('nan')):.3f} lr {p.get('lr', 0):.2e}"
+    if "samples" not in p:
+        return f"[{p.get('phase', '?')}]"
+    versions = ",".join(str(v) for v in p.get("sampler_versions", {}).values())
+    loss = p.get("loss")
+    sync = p.get("weight_sync_s")
+    return (
+        f"[{p['phase']}] step {p['step']} | v{p['version']} (samplers: {versions or '-'}"
+        f"{f', sync {sync:.2f}s' if sync is not None else ''}) | {p['samples_per_s']:.1f} samples/s | "
+        f"pass {p['pass_rate']:.3f} | reward {p['mean_reward']:+.3f} | buffer {p['buffer_size']}/{p['buffer_capacity']}"
+        f" | lag {p['policy_lag']:.2f} | loss {'-' if loss is None else f'{loss:+.4f}'}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from actors.controller import Controller
+    from configs import ConfigError, load_config
+
+    try:
+        if args.resume:
+            saved = Path(args.resume) / "config.yaml"
+            if not saved.is_file():
+                print(f"error: --resume {args.resume}: no config.yaml there (not a run directory)", file=sys.stderr)
+                return 2
+            cfg = load_config(str(saved), args.overrides)
+        else:
+            cfg = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run_dir = resolve_run_dir(cfg, args.resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"run directory: {run_dir}", flush=True)
+
+    init_ray(args.address, cfg.run.namespace, cpus_needed(cfg))
+    try:
+        here = ray.get_runtime_context().get_node_id()
+        controller = ray.remote(Controller).options(
+            name=f"{cfg.run.name}:controller", num_cpus=0, max_concurrency=32,
+            # The controller writes the run directory: keep it on this (the driver's) node.
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
+        ).remote(cfg, str(run_dir.resolve()), bool(args.resume))
+        done = controller.run.remote()
+        last = ""
+        while True:
+            ready, _ = ray.wait([done], timeout=cfg.run.log_every_s)
+            if ready:
+                break
+            try:
+                line = format_progress(ray.get(controller.progress.remote(), timeout=10))
+            except ray.exceptions.GetTimeoutError:
+                continue
+            if line != last:
+                print(line, flush=True)
+                last = line
+        try:
+            summary = ray.get(done)
+        except ray.exceptions.RayError as exc:
+            print(f"\nerror: the run stopped: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}\n"
+                  f"continue from the last checkpoint with: python launch.py train --resume {run_dir}", file=sys.stderr)
+            return 1
+    finally:
+        ray.shutdown()
+    print(format_progress(summary))
+    print("summary:", json.dumps({k: summary[k] for k in ("step", "version", "samples", "pass_rate", "mean_reward",
+                                                          "checkpoint", "model_dir", "plots")}, indent=2, default=str))
+    return 0

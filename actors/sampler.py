@@ -1,0 +1,167 @@
+"""The sampler actor: generate programs from a policy copy, grade them in the sandbox, push trajectories.
+
+One loop per sampler (`run`), one batch of problems per turn:
+
+    refresh weights if a newer version is published  ->  N samples + 1 greedy per problem
+    ->  sandbox pool (parallel workers)  ->  rewards  ->  online buffer (waits under back-pressure)
+
+It is an async Ray actor: generation and grading run in a worker thread, so `status` and `stop` answer while a
+batch is in flight. `stop` lets the current batch finish and be pushed, then `run` returns: scaling a sampler
+down loses nothing it has already generated.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any, Optional
+
+from actors.types import SamplerStatus, Trajectory
+from configs.schema import Config
+from tasks.problem import Problem
+
+log = logging.getLogger(__name__)
+
+
+class Sampler:
+    def __init__(self, cfg: Config, sampler_id: str, problems: list[Problem], buffer: Any, sandbox_pool: Any,
+                 transport: Any) -> None:
+        import torch
+
+        from models import load_policy
+        from rewards import BaselineTracker
+
+        torch.set_num_threads(max(1, int(cfg.sampler.num_cpus)))
+        self.cfg, self.sampler_id = cfg, sampler_id
+        self.problems = [p for p in problems if len(p.tests.cases) > 0]
+        if not self.problems:
+            raise ValueError(f"sampler {sampler_id}: none of the {len(problems)} problems has tests")
+        self.buffer, self.pool, self.transport = buffer, sandbox_pool, transport
+        self.policy = load_policy(cfg.model.name_or_path, kind=cfg.model.kind)
+        self.policy.model.eval()
+        self.version = 0
+        self.baselines = BaselineTracker(cfg.reward.baseline)
+        self.rng = random.Random(f"{cfg.run.seed}/{sampler_id}")
+        self.order: list[int] = []
+        self.status_ = SamplerStatus(sampler_id=sampler_id, policy_version=0)
+        self.stopping = False
+        self.running = False
+        self._prompt_ids: dict[str, list[int]] = {}
+
+    # --- weights -------------------------------------------------------------------------------------------
+    def refresh_weights(self) -> bool:
+        """Load the newest published weights if they are newer than ours. Called between batches."""
+        info = self.transport.latest()
+        if info is None or info.version <= self.version:
+            return False
+        info, state = self.transport.fetch()
+        self.policy.model.load_state_dict(state)
+        self.version = info.version
+        lag = time.time() - info.pushed_at
+        self.status_.policy_version = info.version
+        self.status_.weight_sync_s = (self.status_.weight_sync_s + [lag])[-20:]
+        log.info("sampler %s now runs weight version %d (%.2f s after its push)", self.sampler_id, info.version, lag)
+        return True
+
+    # --- one batch -----------------------------------------------------------------------------------------
+    def _next_problems(self) -> list[Problem]:
+        batch = []
+        while len(batch) < self.cfg.sampler.problems_per_batch:
+            if not self.order:
+                self.order = list(range(len(self.problems)))
+                self.rng.shuffle(self.order)
+            batch.append(self.problems[self.order.pop()])
+        return batch
+
+    def _prompt(self, problem: Problem) -> list[int]:
+        from models.encoding import encode_prompt
+
+        if problem.problem_id not in self._prompt_ids:
+            self._prompt_ids[problem.problem_id] = encode_prompt(
+                self.policy.tokenizer, problem.prompt, self.cfg.model.max_prompt_tokens)
+        return self._prompt_ids[problem.problem_id]
+
+    def sample_batch(self) -> list[Trajectory]:
+        """Generate, grade and score one batch of problems (runs in a worker thread)."""
+        from models.generation import generate_programs
+        from rewards import score_program
+
+        cfg, pol = self.cfg, self.policy
+        problems = self._next_problems()
+        prompts = [self._prompt(p) for p in problems]
+        gen = dict(is_seq2seq=pol.is_seq2seq, max_new_tokens=cfg.model.max_new_tokens)
+        samples = generate_programs(pol.model, pol.tokenizer, prompts, num_samples=cfg.sampler.samples_per_problem,
+                                    temperature=cfg.sampler.temperature, top_p=cfg.sampler.top_p, **gen)
+        greedy = (generate_programs(pol.model, pol.tokenizer, prompts, num_samples=1, greedy=True, **gen)
+                  if cfg.sampler.greedy_baseline else [])
+        jobs = [(problems[s.prompt_index], problems[s.prompt_index].program_prefix + s.text) for s in samples + greedy]
+        verdicts = self.pool.run(jobs)
+        sample_verdicts, greedy_verdicts = verdicts[: len(samples)], verdicts[len(samples):]
+
+        # The greedy decode of this policy is the baseline of its problem (RLTF's released code).
+        for g, verdict in zip(greedy, greedy_verdicts):
+            problem = problems[g.prompt_index]
+            if verdict.outcome != "infra_error":
+                self.baselines.observe_greedy(problem.problem_id, score_program(verdict, problem, g, pol.tokenizer, cfg.reward).reward)
+
+        trajectories = []
+        now = time.time()
+        st = self.status_
+        for s, verdict in zip(samples, sample_verdicts):
+            st.outcomes[verdict.outcome] = st.outcomes.get(verdict.outcome, 0) + 1
+            if verdict.outcome == "infra_error":
+                continue  # the sandbox failed, not the program: no reward either way
+            problem = problems[s.prompt_index]
+            scored = score_program(verdict, problem, s, pol.tokenizer, cfg.reward)
+            baseline = self.baselines.baseline(problem.problem_id)
+            self.baselines.observe_sample(problem.problem_id, scored.reward)
+            trajectories.append(Trajectory(
+                problem_id=problem.problem_id,
+                prompt_ids=prompts[s.prompt_index],
+                program_ids=s.token_ids,
+                returns=scored.returns(baseline),
+                behaviour_logprobs=s.logprobs,
+                policy_version=self.version,
+                reward=scored.reward,
+                baseline_reward=baseline,
+                outcome=verdict.outcome,
+                fine_category=scored.category,
+                blamed_line=scored.blamed_line,
+                sampler_id=self.sampler_id,
+                created_at=now,
+            ))
+            st.samples += 1
+            st.passed += verdict.outcome == "passed"
+            st.reward_sum += scored.reward
+        st.problems += len(problems)
+        return trajectories
+
+    # --- the loop ------------------------------------------------------------------------------------------
+    async def run(self, max_batches: Optional[int] = None) -> dict[str, Any]:
+        """Sample until `stop` (or ``max_batches``); every batch ends up in the buffer before the next starts."""
+        loop = asyncio.get_running_loop()
+        self.running, batches = True, 0
+        try:
+            while not self.stopping and (max_batches is None or batches < max_batches):
+                await loop.run_in_executor(None, self.refresh_weights)
+                self.status_.busy = True
+                trajectories = await loop.run_in_executor(None, self.sample_batch)
+                self.status_.busy = False
+                if trajectories:
+                    accepted = await self.buffer.put.remote(trajectories)
+                    if accepted == 0:
+                        break  # the buffer is closed: the run is ending
+                batches += 1
+        finally:
+            self.running = False
+            self.status_.busy = False
+        return self.status()
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def status(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self.status_)
