@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from actors.types import SamplerStatus, Trajectory
 from configs.schema import Config
+from rewards import BaselineTracker, score
 from tasks.problem import Problem
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,6 @@ class Sampler:
         import torch
 
         from models import load_policy
-        from rewards import BaselineTracker
 
         torch.set_num_threads(max(1, int(cfg.sampler.num_cpus)))
         self.cfg, self.sampler_id = cfg, sampler_id
@@ -85,7 +85,6 @@ class Sampler:
     def sample_batch(self) -> list[Trajectory]:
         """Generate, grade and score one batch of problems (runs in a worker thread)."""
         from models.generation import generate_programs
-        from rewards import score_program
 
         cfg, pol = self.cfg, self.policy
         problems = self._next_problems()
@@ -101,26 +100,26 @@ class Sampler:
 
         # The greedy decode of this policy is the baseline of its problem (RLTF's released code).
         for g, verdict in zip(greedy, greedy_verdicts):
-            problem = problems[g.prompt_index]
-            if verdict.outcome != "infra_error":
-                self.baselines.observe_greedy(problem.problem_id, score_program(verdict, problem, g, pol.tokenizer, cfg.reward).reward)
+            scored = self._score(problems[g.prompt_index], g, verdict, baseline=0.0)
+            if scored is not None:
+                self.baselines.observe_greedy(problems[g.prompt_index].problem_id, scored.reward)
 
         trajectories = []
         now = time.time()
         st = self.status_
         for s, verdict in zip(samples, sample_verdicts):
             st.outcomes[verdict.outcome] = st.outcomes.get(verdict.outcome, 0) + 1
-            if verdict.outcome == "infra_error":
-                continue  # the sandbox failed, not the program: no reward either way
             problem = problems[s.prompt_index]
-            scored = score_program(verdict, problem, s, pol.tokenizer, cfg.reward)
             baseline = self.baselines.baseline(problem.problem_id)
+            scored = self._score(problem, s, verdict, baseline)
+            if scored is None:
+                continue  # infra_error: the sandbox failed, not the program; no reward either way
             self.baselines.observe_sample(problem.problem_id, scored.reward)
             trajectories.append(Trajectory(
                 problem_id=problem.problem_id,
                 prompt_ids=prompts[s.prompt_index],
                 program_ids=s.token_ids,
-                returns=scored.returns(baseline),
+                returns=scored.returns.tolist(),
                 behaviour_logprobs=s.logprobs,
                 policy_version=self.version,
                 reward=scored.reward,
@@ -136,6 +135,11 @@ class Sampler:
             st.reward_sum += scored.reward
         st.problems += len(problems)
         return trajectories
+
+    def _score(self, problem: Problem, program, verdict, baseline: float):
+        return score(verdict, problem.program_prefix + program.text, program.token_ids, self.policy.tokenizer,
+                     self.cfg.reward, baseline=baseline, truncated=program.truncated,
+                     completion_start=len(problem.program_prefix))
 
     # --- the loop ------------------------------------------------------------------------------------------
     async def run(self, max_batches: Optional[int] = None) -> dict[str, Any]:
