@@ -23,6 +23,7 @@ import ray
 from actors.buffer import OnlineBuffer
 from actors.run_log import RunLog
 from actors.sampler import Sampler
+from cluster.metrics import RunMetrics
 from configs import save_config
 from configs.schema import Config
 from learner.rank import LearnerRank
@@ -48,6 +49,7 @@ class Controller:
         self.progress_: dict[str, Any] = {}
         self.restarts = 0
         self.started = time.time()
+        self.metrics = RunMetrics(cfg.run.name, "controller")
 
     # --- building the graph --------------------------------------------------------------------------------
     def _name(self, role: str) -> str:
@@ -68,7 +70,8 @@ class Controller:
         workers = create_sandbox_workers(cfg.sandbox, name_prefix=self._name("sandbox"))
         self.pool = RaySandboxPool(workers)
         world = cfg.learner.num_ranks
-        rank_cls = ray.remote(LearnerRank).options(num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus)
+        rank_cls = ray.remote(LearnerRank).options(
+            num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus, resources=cfg.learner.resources)
         self.ranks = [rank_cls.options(name=self._name(f"learner-{r}")).remote(cfg, r, world) for r in range(world)]
         addr, port = ray.get(self.ranks[0].rendezvous_address.remote())
         infos = ray.get([r.setup.remote(addr, port, self.problems_ref) for r in self.ranks])
@@ -79,7 +82,7 @@ class Controller:
         name = self._name(f"sampler-{self.next_sampler}")
         self.next_sampler += 1
         actor = ray.remote(Sampler).options(
-            name=name, num_cpus=cfg.sampler.num_cpus, num_gpus=cfg.sampler.num_gpus,
+            name=name, num_cpus=cfg.sampler.num_cpus, num_gpus=cfg.sampler.num_gpus, resources=cfg.sampler.resources,
             max_restarts=-1, max_concurrency=8,
         ).remote(cfg, name, self.problems_ref, self.buffer, self.pool, self.transport)
         self.samplers[name] = actor
@@ -145,6 +148,7 @@ class Controller:
         else:
             results = await asyncio.gather(*[r.train_step.remote(s) for r, s in zip(self.ranks, shards)])
         self.step = results[0]["step"]
+        self.metrics.record("rltf_learner_step_seconds", max(r["step_s"] for r in results), role="learner")
         return results[0]
 
     async def run(self) -> dict[str, Any]:
@@ -219,6 +223,15 @@ class Controller:
             "loss": record.get("loss_rl"), "sampler_restarts": self.restarts,
         }
         self.progress_ = progress
+        m = self.metrics
+        m.record("rltf_pass_rate", progress["pass_rate"])
+        m.record("rltf_mean_reward", progress["mean_reward"])
+        m.record("rltf_buffer_size", buffer["size"], role="buffer")
+        m.record("rltf_buffer_unread", buffer["unread"], role="buffer")
+        m.record("rltf_buffer_staleness", buffer["staleness_mean"], role="buffer")
+        m.record("rltf_learner_step", self.step, role="learner")
+        m.record("rltf_learner_loss", record.get("loss_rl"), role="learner")
+        m.record("rltf_actors", len(statuses), role="sampler")
         return progress
 
     async def _finish(self) -> dict[str, Any]:
@@ -240,11 +253,29 @@ class Controller:
     def progress(self) -> dict[str, Any]:
         return {"phase": self.phase, **self.progress_}
 
-    async def scale(self, num_samplers: int) -> dict[str, Any]:
-        if num_samplers < 0:
-            raise ValueError(f"--samplers must be >= 0, got {num_samplers}")
-        while len(self.samplers) < num_samplers:
-            self._add_sampler()
-        while len(self.samplers) > num_samplers:
-            await self._remove_sampler(sorted(self.samplers)[-1])
-        return {"samplers": sorted(self.samplers)}
+    async def status(self) -> dict[str, Any]:
+        """Live state for `launch.py status`: recomputed now, not the last progress line."""
+        progress = await self._tick({}) if self.phase in ("rl", "finishing") else dict(self.progress_)
+        buffer = await self.buffer.stats.remote(self.version) if hasattr(self, "buffer") else {
+            "size": 0, "capacity": self.cfg.buffer.capacity, "unread": 0, "staleness_mean": 0.0}
+        return {
+            **progress, "run": self.cfg.run.name, "phase": self.phase, "step": self.step, "version": self.version,
+            "actors": {"controller": 1, "learner": len(getattr(self, "ranks", [])), "sampler": len(self.samplers),
+                       "sandbox": len(self.pool.workers) if hasattr(self, "pool") else 0, "buffer": 1, "weights": 1},
+            "buffer": buffer,
+        }
+
+    async def scale(self, num_samplers: Optional[int] = None, num_sandbox_workers: Optional[int] = None) -> dict[str, Any]:
+        for name, value in (("samplers", num_samplers), ("sandbox workers", num_sandbox_workers)):
+            if value is not None and value < 0:
+                raise ValueError(f"the number of {name} must be >= 0, got {value}")
+        if num_sandbox_workers is not None:
+            await self._scale_sandbox(num_sandbox_workers)
+        if num_samplers is not None:
+            while len(self.samplers) < num_samplers:
+                self._add_sampler()
+            while len(self.samplers) > num_samplers:
+                await self._remove_sampler(list(self.samplers)[-1])  # the newest first
+        self.log.write({"kind": "event", "event": "scale", "samplers": len(self.samplers),
+                        "sandbox_workers": len(self.pool.workers)})
+        return {"samplers": sorted(self.samplers), "sandbox_workers": len(self.pool.workers)}

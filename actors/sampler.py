@@ -12,14 +12,16 @@ down loses nothing it has already generated.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import time
 from typing import Any, Optional
 
 from actors.types import SamplerStatus, Trajectory
+from cluster.metrics import RunMetrics
 from configs.schema import Config
-from rewards import BaselineTracker, score
+from rewards import BaselineTracker, score_program
 from tasks.problem import Problem
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class Sampler:
         self.stopping = False
         self.running = False
         self._prompt_ids: dict[str, list[int]] = {}
+        self.metrics = RunMetrics(cfg.run.name, "sampler")
 
     # --- weights -------------------------------------------------------------------------------------------
     def refresh_weights(self) -> bool:
@@ -61,6 +64,8 @@ class Sampler:
         lag = time.time() - info.pushed_at
         self.status_.policy_version = info.version
         self.status_.weight_sync_s = (self.status_.weight_sync_s + [lag])[-20:]
+        self.metrics.record("rltf_weight_sync_seconds", lag, sampler=self.sampler_id)
+        self.metrics.record("rltf_policy_version", info.version, sampler=self.sampler_id)
         log.info("sampler %s now runs weight version %d (%.2f s after its push)", self.sampler_id, info.version, lag)
         return True
 
@@ -100,7 +105,7 @@ class Sampler:
 
         # The greedy decode of this policy is the baseline of its problem (RLTF's released code).
         for g, verdict in zip(greedy, greedy_verdicts):
-            scored = self._score(problems[g.prompt_index], g, verdict, baseline=0.0)
+            scored = score_program(verdict, problems[g.prompt_index], g, pol.tokenizer, cfg.reward)
             if scored is not None:
                 self.baselines.observe_greedy(problems[g.prompt_index].problem_id, scored.reward)
 
@@ -111,7 +116,7 @@ class Sampler:
             st.outcomes[verdict.outcome] = st.outcomes.get(verdict.outcome, 0) + 1
             problem = problems[s.prompt_index]
             baseline = self.baselines.baseline(problem.problem_id)
-            scored = self._score(problem, s, verdict, baseline)
+            scored = score_program(verdict, problem, s, pol.tokenizer, cfg.reward)
             if scored is None:
                 continue  # infra_error: the sandbox failed, not the program; no reward either way
             self.baselines.observe_sample(problem.problem_id, scored.reward)
@@ -119,7 +124,7 @@ class Sampler:
                 problem_id=problem.problem_id,
                 prompt_ids=prompts[s.prompt_index],
                 program_ids=s.token_ids,
-                returns=scored.returns.tolist(),
+                returns=scored.returns(baseline).tolist(),
                 behaviour_logprobs=s.logprobs,
                 policy_version=self.version,
                 reward=scored.reward,
@@ -134,12 +139,10 @@ class Sampler:
             st.passed += verdict.outcome == "passed"
             st.reward_sum += scored.reward
         st.problems += len(problems)
+        self.metrics.record("rltf_samples_total", len(trajectories), sampler=self.sampler_id)
+        for outcome, count in collections.Counter(v.outcome for v in verdicts).items():
+            self.metrics.record("rltf_programs_total", count, outcome=outcome)
         return trajectories
-
-    def _score(self, problem: Problem, program, verdict, baseline: float):
-        return score(verdict, problem.program_prefix + program.text, program.token_ids, self.policy.tokenizer,
-                     self.cfg.reward, baseline=baseline, truncated=program.truncated,
-                     completion_start=len(problem.program_prefix))
 
     # --- the loop ------------------------------------------------------------------------------------------
     async def run(self, max_batches: Optional[int] = None) -> dict[str, Any]:

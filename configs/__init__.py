@@ -46,6 +46,10 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             choices = ", ".join(repr(a) for a in args)
             raise ConfigError(f"{key}: {value!r} is not one of {choices}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        return {str(k): _coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()}
     if annotation is float and type(value) is int:
         return float(value)
     if annotation is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):

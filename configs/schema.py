@@ -49,6 +49,7 @@ class SamplerConfig:
     greedy_baseline: bool = True
     num_cpus: float = 1.0  # Ray resources per sampler actor
     num_gpus: float = 0.0
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources, e.g. {sampler_slot: 1}
 
 
 @dataclass
@@ -65,6 +66,7 @@ class SandboxConfig:
     # "auto": strongest available; "full": fail if namespaces are unavailable; "none": rlimits only.
     isolation: Literal["auto", "full", "none"] = "auto"
     num_cpus: float = 1.0  # Ray resources per sandbox worker actor
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,6 +105,7 @@ class LearnerConfig:
     importance_clip: Optional[float] = None  # truncated importance weight min(c, p/p_behaviour); None = off
     num_cpus: float = 1.0  # Ray resources per learner rank
     num_gpus: float = 0.0
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

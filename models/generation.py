@@ -85,6 +85,7 @@ def generate_programs(
         stop = toks.index(eos) + 1 if eos in toks else len(toks)
         token_ids = toks[:stop]
         truncated = eos not in toks
-        text = tokenizer.decode(token_ids[:-1] if not truncated else token_ids, skip_special_tokens=True)
+        text = tokenizer.decode(token_ids[:-1] if not truncated else token_ids, skip_special_tokens=True,
+                                clean_up_tokenization_spaces=False)  # the text must spell the sampled ids
         programs.append(GeneratedProgram(row // n, token_ids, chosen[row, :stop].tolist(), text, truncated))
     return programs

@@ -72,3 +72,12 @@ def test_deepspeed_config_names():
     assert deepspeed_config_path("zero2").name == "zero2.json"
     with pytest.raises(ConfigError, match="learner.deepspeed_config"):
         deepspeed_config_path("zero9")
+
+
+def test_resource_mappings_are_typed():
+    cfg = load_config("smoke", ["--sampler.resources={sampler_slot: 1}"])
+    assert cfg.sampler.resources == {"sampler_slot": 1.0}
+    with pytest.raises(ConfigError, match=r"sampler\.resources"):
+        load_config("smoke", ["--sampler.resources=3"])
+    with pytest.raises(ConfigError, match=r"sampler\.resources\.slot"):
+        load_config("smoke", ["--sampler.resources={slot: many}"])
