@@ -67,12 +67,17 @@ class Controller:
         self.buffer = ray.remote(OnlineBuffer).options(
             name=self._name("buffer"), num_cpus=0, max_restarts=-1, max_concurrency=64,
         ).remote(cfg.buffer, str(self.run_dir / "buffer"), cfg.run.seed)
-        workers = create_sandbox_workers(cfg.sandbox, name_prefix=self._name("sandbox"))
-        self.pool = RaySandboxPool(workers)
+        workers = create_sandbox_workers(cfg.sandbox.num_workers, cfg.sandbox, name_prefix=self._name("sandbox-"),
+                                         namespace=self.ns, num_cpus=cfg.sandbox.num_cpus)
+        self.pool = RaySandboxPool(workers, cfg.sandbox, name_prefix=self._name("sandbox-"), namespace=self.ns,
+                                   num_cpus=cfg.sandbox.num_cpus)
         world = cfg.learner.num_ranks
-        rank_cls = ray.remote(LearnerRank).options(
-            num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus, resources=cfg.learner.resources)
-        self.ranks = [rank_cls.options(name=self._name(f"learner-{r}")).remote(cfg, r, world) for r in range(world)]
+        rank_cls = ray.remote(LearnerRank)
+        self.ranks = [
+            rank_cls.options(name=self._name(f"learner-{r}"), num_cpus=cfg.learner.num_cpus,
+                             num_gpus=cfg.learner.num_gpus, resources=cfg.learner.resources).remote(cfg, r, world)
+            for r in range(world)
+        ]
         addr, port = ray.get(self.ranks[0].rendezvous_address.remote())
         infos = ray.get([r.setup.remote(addr, port, self.problems_ref) for r in self.ranks])
         self.log.write({"kind": "setup", "problems": len(self.problems), **infos[0]})
@@ -134,7 +139,11 @@ class Controller:
         await asyncio.gather(*[r.load_checkpoint.remote(str(latest)) for r in self.ranks])
         state = json.loads((latest / "state.json").read_text())
         self.step, self.version = state["step"], state["version"]
-        self.log.write({"kind": "event", "event": "resumed", "step": self.step, "path": str(latest)})
+        # The buffer actor restored itself from the run's buffer/ (snapshot + log): record what it holds.
+        seqs = await self.buffer.sequence_numbers.remote()
+        self.log.write({"kind": "event", "event": "resumed", "step": self.step, "path": str(latest),
+                        "buffer_size": len(seqs), "buffer_seq_sum": sum(seqs),
+                        "buffer_accepted": (await self.buffer.stats.remote())["accepted"]})
 
     # --- the learner loop -----------------------------------------------------------------------------------
     async def _publish(self) -> None:
@@ -191,6 +200,7 @@ class Controller:
             record = {
                 "kind": "learner", "step": self.step, "version": self.version,
                 "batch_pass_rate": sum(t.outcome == "passed" for t in batch) / len(batch),
+                "batch_mean_reward": sum(t.reward for t in batch) / len(batch),
                 "batch_staleness": sum(self.version - t.policy_version for t in batch) / len(batch),
                 **metrics,
             }
@@ -237,16 +247,23 @@ class Controller:
     async def _finish(self) -> dict[str, Any]:
         self.phase = "finishing"
         final = await self._tick({})
+        # Stop the samplers, then close the buffer: a sampler blocked by back-pressure on its last batch is
+        # released (that batch is not accepted) instead of waiting for a learner that has stopped reading.
+        await asyncio.gather(*[a.stop.remote() for a in self.samplers.values()])
+        await self.buffer.close.remote()
         for name in list(self.samplers):
             await self._remove_sampler(name)
-        await self.buffer.close.remote()
-        checkpoint = await self._checkpoint()
+        seqs = await self.buffer.sequence_numbers.remote()
+        self.log.write({"kind": "event", "event": "buffer_closed", "buffer_size": len(seqs),
+                        "buffer_seq_sum": sum(seqs), "buffer_accepted": (await self.buffer.stats.remote())["accepted"]})
+        found = checkpoint_dirs(self.run_dir)
+        checkpoint = found[-1] if found and found[-1].name == f"step_{self.step:06d}" else await self._checkpoint()
         self.log.close()
         plots = self.log.plot()
-        summary = {**final, "checkpoint": str(checkpoint), "model_dir": str(checkpoint / "hf"),
+        self.phase = "done"
+        summary = {**final, "phase": "done", "checkpoint": str(checkpoint), "model_dir": str(checkpoint / "hf"),
                    "plots": [str(p) for p in plots], "run_dir": str(self.run_dir)}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        self.phase = "done"
         return summary
 
     # --- live control ---------------------------------------------------------------------------------------
@@ -261,7 +278,7 @@ class Controller:
         return {
             **progress, "run": self.cfg.run.name, "phase": self.phase, "step": self.step, "version": self.version,
             "actors": {"controller": 1, "learner": len(getattr(self, "ranks", [])), "sampler": len(self.samplers),
-                       "sandbox": len(self.pool.workers) if hasattr(self, "pool") else 0, "buffer": 1, "weights": 1},
+                       "sandbox": len(self.pool.handles) if hasattr(self, "pool") else 0, "buffer": 1, "weights": 1},
             "buffer": buffer,
         }
 
@@ -277,5 +294,5 @@ class Controller:
             while len(self.samplers) > num_samplers:
                 await self._remove_sampler(list(self.samplers)[-1])  # the newest first
         self.log.write({"kind": "event", "event": "scale", "samplers": len(self.samplers),
-                        "sandbox_workers": len(self.pool.workers)})
-        return {"samplers": sorted(self.samplers), "sandbox_workers": len(self.pool.workers)}
+                        "sandbox_workers": len(self.pool.handles)})
+        return {"samplers": sorted(self.samplers), "sandbox_workers": len(self.pool.handles)}

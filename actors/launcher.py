@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Any
 
 
+# Actor processes: no per-file progress bars from transformers / huggingface_hub in the run's log.
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="local", help="a preset name (configs/*.yaml) or a YAML file [local]")
     parser.add_argument("--address", default=None,
@@ -42,7 +46,7 @@ def init_ray(address: str | None, namespace: str, cpus_needed: float) -> None:
         # The embedded Ray gets at least as many logical CPUs as the actor graph asks for: sandbox workers and
         # the buffer idle most of the time, so a 2-core machine can host the whole graph.
         ray.init(namespace=namespace, num_cpus=max(os.cpu_count() or 1, int(cpus_needed + 0.999)),
-                 include_dashboard=False, log_to_driver=True)
+                 include_dashboard=False, log_to_driver=True, runtime_env={"env_vars": QUIET_ENV})
 
 
 def cpus_needed(cfg) -> float:
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from actors.controller import Controller
+    from actors.controller import Controller, checkpoint_dirs
     from configs import ConfigError, load_config
 
     try:
@@ -114,8 +118,13 @@ def run(args: argparse.Namespace) -> int:
         try:
             summary = ray.get(done)
         except ray.exceptions.RayError as exc:
-            print(f"\nerror: the run stopped: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}\n"
-                  f"continue from the last checkpoint with: python launch.py train --resume {run_dir}", file=sys.stderr)
+            print(exc, file=sys.stderr)
+            lines = [l for l in str(exc).splitlines() if l.strip()]
+            print(f"\nerror: the run stopped: {lines[-1].strip()[:500] if lines else type(exc).__name__}\n"
+                  "(full traceback above and in the Ray logs)", file=sys.stderr)
+            if checkpoint_dirs(run_dir):
+                print(f"continue from the last checkpoint with: python launch.py train --resume {run_dir}",
+                      file=sys.stderr)
             return 1
     finally:
         ray.shutdown()

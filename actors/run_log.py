@@ -55,8 +55,8 @@ class RunLog:
             return []
         t0 = records[0]["time"]
         panels = [
-            ("pass_rate", "pass rate of sampled programs"),
-            ("mean_reward", "mean reward of sampled programs"),
+            ("batch_pass_rate", "pass rate of trained-on programs"),
+            ("batch_mean_reward", "mean reward of trained-on programs"),
             ("loss_rl", "RL loss (per token)"),
             ("sl_nll", "supervised NLL (per token)"),
         ]
@@ -65,13 +65,25 @@ class RunLog:
             points = [((r["time"] - t0) / 60, r[key]) for r in records if r.get(key) is not None]
             if points:
                 xs, ys = zip(*points)
-                ax.plot(xs, ys, lw=1.5)
+                ax.plot(xs, ys, lw=0.8, alpha=0.35, color="tab:blue")
+                ax.plot(xs, moving_average(ys, 10), lw=1.8, color="tab:blue", label="moving average (10 steps)")
             ax.set_title(title, fontsize=10)
-            ax.set_xlabel("wall-clock minutes")
+            ax.set_xlabel("wall-clock minutes of RL")
             ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
         fig.tight_layout()
         out = self.run_dir / "plots" / "training.png"
         out.parent.mkdir(exist_ok=True)
         fig.savefig(out, dpi=110)
         plt.close(fig)
         return [out]
+
+
+def moving_average(values, window: int) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out

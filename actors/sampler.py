@@ -5,14 +5,14 @@ One loop per sampler (`run`), one batch of problems per turn:
     refresh weights if a newer version is published  ->  N samples + 1 greedy per problem
     ->  sandbox pool (parallel workers)  ->  rewards  ->  online buffer (waits under back-pressure)
 
-It is an async Ray actor: generation and grading run in a worker thread, so `status` and `stop` answer while a
-batch is in flight. `stop` lets the current batch finish and be pushed, then `run` returns: scaling a sampler
-down loses nothing it has already generated.
+It is a threaded Ray actor (``max_concurrency`` > 1): `run` loops in one thread while `status` and `stop` answer
+from others. `stop` lets the current batch finish and be pushed, then `run` returns: scaling a sampler down
+loses nothing it has already generated.
 """
 from __future__ import annotations
 
-import asyncio
 import collections
+import os
 import logging
 import random
 import time
@@ -46,7 +46,7 @@ class Sampler:
         self.baselines = BaselineTracker(cfg.reward.baseline)
         self.rng = random.Random(f"{cfg.run.seed}/{sampler_id}")
         self.order: list[int] = []
-        self.status_ = SamplerStatus(sampler_id=sampler_id, policy_version=0)
+        self.status_ = SamplerStatus(sampler_id=sampler_id, policy_version=0, extra={"pid": os.getpid()})
         self.stopping = False
         self.running = False
         self._prompt_ids: dict[str, list[int]] = {}
@@ -145,20 +145,19 @@ class Sampler:
         return trajectories
 
     # --- the loop ------------------------------------------------------------------------------------------
-    async def run(self, max_batches: Optional[int] = None) -> dict[str, Any]:
+    def run(self, max_batches: Optional[int] = None) -> dict[str, Any]:
         """Sample until `stop` (or ``max_batches``); every batch ends up in the buffer before the next starts."""
-        loop = asyncio.get_running_loop()
+        import ray
+
         self.running, batches = True, 0
         try:
             while not self.stopping and (max_batches is None or batches < max_batches):
-                await loop.run_in_executor(None, self.refresh_weights)
+                self.refresh_weights()
                 self.status_.busy = True
-                trajectories = await loop.run_in_executor(None, self.sample_batch)
+                trajectories = self.sample_batch()
                 self.status_.busy = False
-                if trajectories:
-                    accepted = await self.buffer.put.remote(trajectories)
-                    if accepted == 0:
-                        break  # the buffer is closed: the run is ending
+                if trajectories and ray.get(self.buffer.put.remote(trajectories)) == 0:
+                    break  # the buffer is closed: the run is ending
                 batches += 1
         finally:
             self.running = False
