@@ -23,6 +23,9 @@ from actors.types import Trajectory
 from configs.schema import BufferConfig
 
 
+_REMEMBERED_BATCHES = 10_000
+
+
 @dataclass
 class _Entry:
     seq: int
@@ -38,6 +41,7 @@ class _State:
     evicted: int = 0
     evicted_unread: int = 0
     sampled_batches: int = 0
+    batch_ids: dict = field(default_factory=dict)  # recent put batch ids, oldest first (for idempotent puts)
 
 
 class OnlineBuffer:
@@ -69,12 +73,12 @@ class OnlineBuffer:
             with open(wal, "rb") as f:
                 while True:
                     try:
-                        batch = pickle.load(f)
+                        batch_id, batch = pickle.load(f)
                     except EOFError:
                         break
-                    except (pickle.UnpicklingError, ValueError):
+                    except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError):
                         break  # a torn last record: it was never acknowledged
-                    self._append(batch)
+                    self._append(batch, batch_id)
         self.unread = sum(1 for e in self.state.entries if e.reads == 0)
 
     def snapshot(self, directory: Optional[str] = None) -> dict[str, Any]:
@@ -99,8 +103,12 @@ class OnlineBuffer:
         return {"size": len(self.state.entries), "accepted": self.state.accepted}
 
     # --- samplers' side -----------------------------------------------------------------------------------
-    def _append(self, trajectories: list[Trajectory]) -> None:
+    def _append(self, trajectories: list[Trajectory], batch_id: Optional[str] = None) -> None:
         st = self.state
+        if batch_id is not None:
+            st.batch_ids[batch_id] = None
+            while len(st.batch_ids) > _REMEMBERED_BATCHES:
+                st.batch_ids.pop(next(iter(st.batch_ids)))
         for traj in trajectories:
             st.entries.append(_Entry(st.next_seq, traj))
             st.next_seq += 1
@@ -113,9 +121,14 @@ class OnlineBuffer:
                     st.evicted_unread += 1
                     self.unread -= 1
 
-    async def put(self, trajectories: list[Trajectory]) -> int:
+    async def put(self, trajectories: list[Trajectory], batch_id: Optional[str] = None) -> int:
         """Accept trajectories, waiting while the learner has too many unread ones. Returns how many were
-        accepted (0 once the buffer is closed)."""
+        accepted (0 once the buffer is closed).
+
+        ``batch_id`` makes the call idempotent: Ray retries a `put` that was in flight when the buffer died,
+        and a batch the log already holds is acknowledged again instead of being stored twice."""
+        if batch_id is not None and batch_id in self.state.batch_ids:
+            return len(trajectories)
         async with self.space:
             await self.space.wait_for(
                 lambda: self.closed or self.unread == 0 or self.unread + len(trajectories) <= self.max_unread
@@ -123,9 +136,9 @@ class OnlineBuffer:
             if self.closed:
                 return 0
             if self.state_dir:
-                pickle.dump(trajectories, self._wal, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump((batch_id, trajectories), self._wal, protocol=pickle.HIGHEST_PROTOCOL)
                 self._wal.flush()
-            self._append(trajectories)
+            self._append(trajectories, batch_id)
         if self.cfg.snapshot_every_s and self.state_dir and time.time() - self.last_snapshot > self.cfg.snapshot_every_s:
             self.snapshot()
         return len(trajectories)

@@ -32,6 +32,10 @@ from learner.weights import WeightStore, make_transport
 log = logging.getLogger(__name__)
 
 
+class LearnerDied(RuntimeError):
+    """A learner rank process ended; the run cannot go on without it."""
+
+
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "checkpoints").glob("step_*"))
 
@@ -43,6 +47,7 @@ class Controller:
         self.samplers: dict[str, Any] = {}  # name -> actor handle
         self.sampler_runs: dict[str, Any] = {}  # name -> ObjectRef of its `run`
         self.next_sampler = 0
+        self.target_samplers = cfg.sampler.num_samplers  # `scale` before RL starts only changes this
         self.step = 0
         self.version = 0
         self.phase = "starting"
@@ -55,7 +60,7 @@ class Controller:
     def _name(self, role: str) -> str:
         return f"{self.cfg.run.name}:{role}"
 
-    def _build(self) -> None:
+    async def _build(self) -> None:
         from sandbox.pool import RaySandboxPool, create_sandbox_workers
         from tasks import load_problems
 
@@ -65,7 +70,8 @@ class Controller:
         self.store = ray.remote(WeightStore).options(name=self._name("weights"), num_cpus=0).remote()
         self.transport = make_transport(cfg.weights.transport, self.store)
         self.buffer = ray.remote(OnlineBuffer).options(
-            name=self._name("buffer"), num_cpus=0, max_restarts=-1, max_concurrency=64,
+            # Killed, it restarts from its snapshot and log; calls made meanwhile are retried, not lost.
+            name=self._name("buffer"), num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=64,
         ).remote(cfg.buffer, str(self.run_dir / "buffer"), cfg.run.seed)
         workers = create_sandbox_workers(cfg.sandbox.num_workers, cfg.sandbox, name_prefix=self._name("sandbox-"),
                                          namespace=self.ns, num_cpus=cfg.sandbox.num_cpus)
@@ -78,8 +84,8 @@ class Controller:
                              num_gpus=cfg.learner.num_gpus, resources=cfg.learner.resources).remote(cfg, r, world)
             for r in range(world)
         ]
-        addr, port = ray.get(self.ranks[0].rendezvous_address.remote())
-        infos = ray.get([r.setup.remote(addr, port, self.problems_ref) for r in self.ranks])
+        addr, port = await self.ranks[0].rendezvous_address.remote()
+        infos = await asyncio.gather(*[r.setup.remote(addr, port, self.problems_ref) for r in self.ranks])
         self.log.write({"kind": "setup", "problems": len(self.problems), **infos[0]})
 
     def _add_sampler(self) -> str:
@@ -98,28 +104,38 @@ class Controller:
         """Let the sampler finish and push its in-flight batch, then end it."""
         actor = self.samplers.pop(name)
         run_ref = self.sampler_runs.pop(name)
-        await actor.stop.remote()
+        status: dict[str, Any] = {}
         try:
-            status = await run_ref
+            await actor.stop.remote()
+            if run_ref is not None:
+                status = await run_ref
         except ray.exceptions.RayError:
-            status = {}
+            pass  # it died on its way out: nothing of it was accepted after its last acknowledged put
         ray.kill(actor, no_restart=True)
         await self.store.forget.remote(name)
         return status
 
-    def _watch_samplers(self) -> None:
-        """A sampler whose `run` ended with an error died (and Ray restarted the actor): start its loop again."""
+    async def _watch_samplers(self) -> None:
+        """A sampler whose `run` ended with an error died, and Ray restarts its actor (``max_restarts``): once
+        the new process answers, start its loop again."""
         for name, ref in list(self.sampler_runs.items()):
-            ready, _ = ray.wait([ref], timeout=0)
-            if not ready:
+            if ref is not None:
+                ready, _ = ray.wait([ref], timeout=0)
+                if not ready:
+                    continue
+                try:
+                    await ref
+                    continue  # it returned by itself (stopped): nothing to restart
+                except ray.exceptions.RayError as exc:
+                    self.restarts += 1
+                    log.warning("sampler %s died (%s); restarting its loop", name, type(exc).__name__)
+                    self.log.write({"kind": "event", "event": "sampler_restart", "sampler": name})
+                    self.sampler_runs[name] = None
+            try:  # is the restarted process up yet? (it loads the model in its constructor)
+                await asyncio.wait_for(self.samplers[name].status.remote(), timeout=1.0)
+            except (asyncio.TimeoutError, ray.exceptions.RayError):
                 continue
-            try:
-                ray.get(ref)
-            except ray.exceptions.RayError as exc:
-                self.restarts += 1
-                log.warning("sampler %s died (%s); restarting its loop", name, type(exc).__name__)
-                self.log.write({"kind": "event", "event": "sampler_restart", "sampler": name})
-                self.sampler_runs[name] = self.samplers[name].run.remote()
+            self.sampler_runs[name] = self.samplers[name].run.remote()
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     async def _checkpoint(self) -> Path:
@@ -152,10 +168,14 @@ class Controller:
         self.log.write({"kind": "event", "event": "publish", "step": self.step, **info})
 
     async def _learner_step(self, shards: Optional[list]) -> dict[str, Any]:
-        if shards is None:
-            results = await asyncio.gather(*[r.train_step.remote(None) for r in self.ranks])
-        else:
+        shards = shards or [None] * len(self.ranks)
+        try:
             results = await asyncio.gather(*[r.train_step.remote(s) for r, s in zip(self.ranks, shards)])
+        except ray.exceptions.RayActorError as exc:
+            # A learner rank cannot be restarted in place (its peers hold a torch.distributed group with it):
+            # end the run with a clear message; `train --resume` continues from the last checkpoint.
+            raise LearnerDied(f"a learner rank died at step {self.step} ({type(exc).__name__}); the run stops. "
+                              f"Continue with: python launch.py train --resume {self.run_dir}") from None
         self.step = results[0]["step"]
         self.metrics.record("rltf_learner_step_seconds", max(r["step_s"] for r in results), role="learner")
         return results[0]
@@ -165,7 +185,7 @@ class Controller:
         self.log = RunLog(self.run_dir)
         save_config(cfg, self.run_dir / "config.yaml")
         self.phase = "building"
-        self._build()
+        await self._build()
         if self.resume:
             await self._restore()
         ws = cfg.learner.warm_start_steps
@@ -177,17 +197,15 @@ class Controller:
                 if self.step % 10 == 0 or self.step == ws:
                     self.log.write({"kind": "warm_start", **metrics})
         await self._publish()  # samplers start from the newest weights
-        for _ in range(cfg.sampler.num_samplers):
-            self._add_sampler()
-
         self.phase = "rl"
+        await self._apply_sampler_target()
         total = ws + cfg.learner.total_steps
         last_tick = 0.0
         while self.step < total:
             if cfg.run.max_wall_s and time.time() - self.started > cfg.run.max_wall_s:
                 self.log.write({"kind": "event", "event": "max_wall_s reached", "step": self.step})
                 break
-            self._watch_samplers()
+            await self._watch_samplers()
             shards = await self.buffer.sample.remote(cfg.learner.batch_size * cfg.learner.grad_accum, len(self.ranks))
             if shards is None:
                 await asyncio.sleep(0.2)
@@ -214,10 +232,20 @@ class Controller:
             self.log.write(record)
         return await self._finish()
 
+    async def _sampler_statuses(self, timeout: float = 2.0) -> list[dict[str, Any]]:
+        """Statuses of the samplers that answer in time. A sampler still waiting for resources (scaled up past
+        what the cluster has) or restarting does not answer; it must not stall the learner loop."""
+        if not self.samplers:
+            return []
+        tasks = [asyncio.ensure_future(a.status.remote()) for a in self.samplers.values()]
+        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        return [t.result() for t in done if t.exception() is None]
+
     async def _tick(self, record: dict[str, Any]) -> dict[str, Any]:
         """Gather sampler and buffer statistics into the progress line."""
-        statuses = await asyncio.gather(*[a.status.remote() for a in self.samplers.values()], return_exceptions=True)
-        statuses = [s for s in statuses if isinstance(s, dict)]
+        statuses = await self._sampler_statuses()
         buffer = await self.buffer.stats.remote(self.version)
         samples = sum(s["samples"] for s in statuses)
         elapsed = time.time() - self.started
@@ -249,7 +277,7 @@ class Controller:
         final = await self._tick({})
         # Stop the samplers, then close the buffer: a sampler blocked by back-pressure on its last batch is
         # released (that batch is not accepted) instead of waiting for a learner that has stopped reading.
-        await asyncio.gather(*[a.stop.remote() for a in self.samplers.values()])
+        await asyncio.gather(*[a.stop.remote() for a in self.samplers.values()], return_exceptions=True)
         await self.buffer.close.remote()
         for name in list(self.samplers):
             await self._remove_sampler(name)
@@ -270,6 +298,12 @@ class Controller:
     def progress(self) -> dict[str, Any]:
         return {"phase": self.phase, **self.progress_}
 
+    async def _apply_sampler_target(self) -> None:
+        while len(self.samplers) < self.target_samplers:
+            self._add_sampler()
+        while len(self.samplers) > self.target_samplers:
+            await self._remove_sampler(list(self.samplers)[-1])  # the newest first
+
     async def status(self) -> dict[str, Any]:
         """Live state for `launch.py status`: recomputed now, not the last progress line."""
         progress = await self._tick({}) if self.phase in ("rl", "finishing") else dict(self.progress_)
@@ -289,10 +323,10 @@ class Controller:
         if num_sandbox_workers is not None:
             await self._scale_sandbox(num_sandbox_workers)
         if num_samplers is not None:
-            while len(self.samplers) < num_samplers:
-                self._add_sampler()
-            while len(self.samplers) > num_samplers:
-                await self._remove_sampler(list(self.samplers)[-1])  # the newest first
+            self.target_samplers = num_samplers
+            if self.phase == "rl":  # before RL there are no weights worth sampling from yet
+                await self._apply_sampler_target()
         self.log.write({"kind": "event", "event": "scale", "samplers": len(self.samplers),
                         "sandbox_workers": len(self.pool.handles)})
-        return {"samplers": sorted(self.samplers), "sandbox_workers": len(self.pool.handles)}
+        return {"samplers": sorted(self.samplers), "target_samplers": self.target_samplers,
+                "sandbox_workers": len(self.pool.handles), "phase": self.phase}

@@ -45,7 +45,8 @@ def init_ray(address: str | None, namespace: str, cpus_needed: float) -> None:
     else:
         # The embedded Ray gets at least as many logical CPUs as the actor graph asks for: sandbox workers and
         # the buffer idle most of the time, so a 2-core machine can host the whole graph.
-        ray.init(namespace=namespace, num_cpus=max(os.cpu_count() or 1, int(cpus_needed + 0.999)),
+        # address="local": always a new embedded cluster, even when another one runs on this machine.
+        ray.init(address="local", namespace=namespace, num_cpus=max(os.cpu_count() or 1, int(cpus_needed + 0.999)),
                  include_dashboard=False, log_to_driver=True, runtime_env={"env_vars": QUIET_ENV})
 
 

@@ -16,6 +16,7 @@ import os
 import logging
 import random
 import time
+import uuid
 from typing import Any, Optional
 
 from actors.types import SamplerStatus, Trajectory
@@ -156,7 +157,8 @@ class Sampler:
                 self.status_.busy = True
                 trajectories = self.sample_batch()
                 self.status_.busy = False
-                if trajectories and ray.get(self.buffer.put.remote(trajectories)) == 0:
+                batch_id = uuid.uuid4().hex  # lets the buffer drop a retried duplicate of this put
+                if trajectories and ray.get(self.buffer.put.remote(trajectories, batch_id)) == 0:
                     break  # the buffer is closed: the run is ending
                 batches += 1
         finally:

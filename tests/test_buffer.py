@@ -102,3 +102,15 @@ def test_torn_last_log_record_is_ignored(tmp_path):
             f.write(b"\x80\x05\x95garbage")  # a put that crashed mid-write was never acknowledged
         assert OnlineBuffer(cfg, str(tmp_path)).sequence_numbers() == [0, 1, 2]
     run(go())
+
+
+def test_retried_put_is_stored_once_even_across_restart(tmp_path):
+    async def go():
+        cfg = BufferConfig(capacity=50, min_fill=1, snapshot_every_s=0)
+        buf = OnlineBuffer(cfg, str(tmp_path))
+        assert await buf.put([traj(0), traj(1)], batch_id="b1") == 2
+        assert await buf.put([traj(0), traj(1)], batch_id="b1") == 2  # acknowledged again, not stored again
+        again = OnlineBuffer(cfg, str(tmp_path))  # the buffer died; Ray retries the same put on the new one
+        assert await again.put([traj(0), traj(1)], batch_id="b1") == 2
+        assert again.sequence_numbers() == [0, 1] and again.stats()["accepted"] == 2
+    run(go())

@@ -1,0 +1,143 @@
+"""End to end on a real Ray cluster started with `ray start --head` on 127.0.0.1: submit the smoke run with
+`ray job submit`, scale samplers 1 -> 2 -> 1 while it runs, read the project's metrics from the metrics
+endpoint, kill a sampler and the buffer actor, and see the job succeed."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+RUN = "e2e"
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sh(*args: str, env: dict, timeout: float = 120, check: bool = True) -> str:
+    out = subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=timeout)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if shutil.which("ray", path=str(BIN)) is None:
+        pytest.skip("the ray command is not installed beside this Python")
+    gcs, dash, metrics = free_port(), free_port(), free_port()
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token", "OMP_NUM_THREADS": "1",
+           "RAY_ADDRESS": f"127.0.0.1:{gcs}"}
+    start = subprocess.run(
+        ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dash}", f"--metrics-export-port={metrics}", "--num-cpus=6", "--disable-usage-stats"],
+        env=env, capture_output=True, text=True, timeout=180)
+    if start.returncode != 0:
+        pytest.skip(f"Ray cannot start a head node here: {start.stderr[-500:]}")
+    try:
+        yield {"env": env, "gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dash}", "metrics": metrics,
+               "out": tmp_path_factory.mktemp("e2e")}
+    finally:
+        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def control(cluster, *args: str) -> str:
+    return sh(sys.executable, str(REPO_ROOT / "launch.py"), *args, "--address", cluster["gcs"], env=cluster["env"])
+
+
+def status(cluster) -> dict:
+    return json.loads(control(cluster, "status", "--json"))
+
+
+def alive(cluster, class_name: str) -> list[dict]:
+    out = sh("ray", "list", "actors", "--address", cluster["gcs"], "--format", "json", "--limit", "1000",
+             "--filter", f"class_name={class_name}", "--filter", "state=ALIVE", env=cluster["env"])
+    return [] if out.strip().startswith("No resource") else json.loads(out)
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except (AssertionError, json.JSONDecodeError, subprocess.TimeoutExpired) as exc:
+            last = exc
+        time.sleep(1.0)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def job_status(cluster, job_id: str) -> str:
+    out = subprocess.run(["ray", "job", "status", "--address", cluster["dashboard"], job_id], env=cluster["env"],
+                         capture_output=True, text=True, timeout=60)
+    text = out.stdout + out.stderr
+    running = re.search(r"Status for job '[^']+': (\w+)", text)  # PENDING / RUNNING
+    ended = re.search(r"Job '[^']+' (succeeded|failed|was stopped|stopped)", text)
+    if ended:
+        return {"succeeded": "SUCCEEDED", "failed": "FAILED"}.get(ended.group(1), "STOPPED")
+    return running.group(1) if running else "UNKNOWN"
+
+
+def test_job_submit_scale_metrics_and_faults(cluster):
+    env, out_dir = cluster["env"], cluster["out"]
+    submitted = sh(
+        "ray", "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(REPO_ROOT), "--no-wait",
+        "--", "python", "launch.py", "train", "--config", "smoke", "--address", "auto", f"--run.name={RUN}",
+        f"--run.output_dir={out_dir}", "--learner.total_steps=40", "--run.log_every_s=1", env=env)
+    job_id = re.search(r"(raysubmit_\w+)", submitted).group(1)
+    try:
+        wait_until(lambda: status(cluster)["phase"] == "rl", 240, "the RL phase")
+        wait_until(lambda: len(alive(cluster, "Sampler")) == 1, 60, "the first sampler")
+
+        control(cluster, "scale", "--samplers", "2")
+        wait_until(lambda: len(alive(cluster, "Sampler")) == 2, 60, "a second sampler")
+        control(cluster, "scale", "--samplers", "1")
+        wait_until(lambda: len(alive(cluster, "Sampler")) == 1, 60, "back to one sampler")
+
+        def project_metrics():
+            with urllib.request.urlopen(f"http://127.0.0.1:{cluster['metrics']}/metrics", timeout=10) as resp:
+                text = resp.read().decode()
+            names = set(re.findall(r"^(ray_rltf_\w+?)(?:_bucket|_count|_sum)?\{", text, re.M))
+            return names if {"ray_rltf_samples_total", "ray_rltf_programs_total", "ray_rltf_learner_step",
+                             "ray_rltf_buffer_size", "ray_rltf_weight_sync_seconds"} <= names else None
+        wait_until(project_metrics, 90, "the project's metrics on the metrics endpoint")
+
+        before = status(cluster)["buffer"]["accepted"]
+        sampler_pid = alive(cluster, "Sampler")[0]["pid"]
+        os.kill(sampler_pid, signal.SIGKILL)
+        buffer_pid = alive(cluster, "OnlineBuffer")[0]["pid"]
+        os.kill(buffer_pid, signal.SIGKILL)
+        wait_until(lambda: [a for a in alive(cluster, "OnlineBuffer") if a["pid"] != buffer_pid], 60,
+                   "the buffer to come back")
+        # The restarted buffer holds everything it had acknowledged before it was killed.
+        assert status(cluster)["buffer"]["accepted"] >= before
+
+        final = wait_until(lambda: job_status(cluster, job_id) in ("SUCCEEDED", "FAILED", "STOPPED")
+                           and job_status(cluster, job_id), 400, "the job to end")
+        logs = sh("ray", "job", "logs", "--address", cluster["dashboard"], job_id, env=env, check=False)
+        assert final == "SUCCEEDED", logs[-3000:]
+    finally:
+        sh("ray", "job", "stop", "--address", cluster["dashboard"], job_id, env=env, check=False)
+
+    events = [json.loads(line) for line in (out_dir / RUN / "metrics.jsonl").read_text().splitlines()]
+    kinds = [e.get("event") for e in events if e.get("kind") == "event"]
+    assert "sampler_restart" in kinds
+    assert [e["samplers"] for e in events if e.get("event") == "scale"] == [2, 1]
