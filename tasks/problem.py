@@ -41,8 +41,10 @@ class Problem:
     """A programming problem.
 
     ``prompt`` is the model input in the family's prompt format. The program that gets executed is
-    ``program_prefix + completion``: HumanEval completions continue a function signature (the prefix), while
-    MBPP / APPS / generated problems have an empty prefix and the completion is the whole program.
+    ``program_prefix + completion``: HumanEval and generated ("synthetic") completions continue a function
+    signature (the prefix), while MBPP / APPS have an empty prefix and the completion is the whole program.
+    ``solutions`` are whole programs (prefix included): the completion to learn is
+    ``solution[len(program_prefix):]``.
     ``tests`` give the training reward; ``grading_tests`` (when not None) are stronger tests used only for
     evaluation, never shown to training.
     """

@@ -1,0 +1,299 @@
+"""`launch.py eval` and `evaluate()`: sample n programs per problem from a policy, grade them, report pass@k.
+
+    problems ──chunks──> EvalSampler actors (each loads the policy; generate, then grade in the sandbox pool)
+             <──(samples, verdicts)──  ──> pass@k by problem, group (APPS difficulty, synthetic template kind)
+
+`evaluate` is the reusable core (the learning experiment calls it once per checkpoint); `run` is the command,
+which also writes ``samples.jsonl``, ``verdicts.jsonl`` (the `launch.py execute` form plus ``sample_index``, so
+``execute --grading-tests`` re-grades it), ``summary.json`` and ``results.md``. Grading uses the problems'
+stronger grading tests where they exist. With ``samplers=0`` everything runs in this process without Ray.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from actors.pass_at_k import parse_ks, report, results_markdown, tally
+
+MAX_SEQUENCES_PER_CALL = 64  # bounds generate()'s batch (memory) whatever n and the chunk size are
+GREEDY_NOTE = "temperature 0: greedy decoding, so n was forced to 1"
+
+
+class EvalError(ValueError):
+    """Bad input to an evaluation (model path, dataset, arguments); the message names the problem."""
+
+
+@dataclass
+class EvalResult:
+    summary: dict
+    samples: list[dict] = field(default_factory=list)  # problem_id, sample_index, program, truncated
+    verdicts: list = field(default_factory=list)  # sandbox Verdicts, parallel to `samples`
+    out_dir: Path | None = None
+
+    def pass_at(self, k: int, grouping: str | None = None, group: str | None = None) -> float | None:
+        """pass@k overall, or of one group (``pass_at(1, "template_kind", "tests-only")``); None when k > n."""
+        rep = self.summary["report"]
+        row = rep["overall"] if grouping is None else rep["by"][grouping][group]
+        return row["pass@k"].get(str(k))
+
+
+def check_settings(n: int, temperature: float, samplers: int) -> None:
+    if n < 1 or temperature < 0 or samplers < 0:
+        raise EvalError(f"need n >= 1, temperature >= 0 and samplers >= 0; got n={n}, temperature={temperature}, "
+                        f"samplers={samplers}")
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A train run dir -> its latest checkpoint's ``hf/``; a checkpoint dir -> its ``hf/``; else unchanged."""
+    path = Path(name_or_path).expanduser()
+    if name_or_path.startswith("tiny:") or not path.is_dir() or (path / "config.json").is_file():
+        return name_or_path
+    if (path / "hf" / "config.json").is_file():
+        return str(path / "hf")
+    found = [p.parent for p in (path / "checkpoints").glob("step_*/hf/config.json")]
+    if found:
+        return str(max(found, key=lambda hf: int(re.sub(r"\D", "", hf.parent.name) or 0)))
+    raise EvalError(f"--model {name_or_path}: a directory, but not a saved model (no config.json), a checkpoint "
+                    "(no hf/config.json) nor a train run directory (no checkpoints/step_*/hf/)")
+
+
+def sample_chunk(policy, problems: Sequence, *, n: int, greedy: bool, temperature: float, top_p: float,
+                 max_new_tokens: int, max_prompt_tokens: int, seed: int) -> list[dict]:
+    """n programs for each problem, grouped by problem then sample index; seeded so a chunk is reproducible."""
+    import torch
+
+    from models.encoding import encode_prompt
+    from models.generation import generate_programs
+
+    torch.manual_seed(seed)
+    prompts = [encode_prompt(policy.tokenizer, p.prompt, max_prompt_tokens) for p in problems]
+    per_problem: list[list[dict]] = [[] for _ in problems]
+    per_call = max(1, MAX_SEQUENCES_PER_CALL // len(problems))
+    while len(per_problem[0]) < n:
+        m = min(per_call, n - len(per_problem[0]))
+        for g in generate_programs(policy.model, policy.tokenizer, prompts, is_seq2seq=policy.is_seq2seq,
+                                   num_samples=m, max_new_tokens=max_new_tokens, temperature=temperature,
+                                   top_p=top_p, greedy=greedy):
+            problem, rows = problems[g.prompt_index], per_problem[g.prompt_index]
+            rows.append({"problem_id": problem.problem_id, "sample_index": len(rows),
+                         "program": problem.program_prefix + g.text, "truncated": g.truncated})
+    return [row for rows in per_problem for row in rows]
+
+
+def grade(pool, problems: Sequence, samples: Sequence[dict], use_grading_tests: bool = True) -> list:
+    """Verdicts for samples (in order) from a `LocalSandboxPool` or `RaySandboxPool`."""
+    by_id = {p.problem_id: p for p in problems}
+    return pool.run([(by_id[s["problem_id"]], s["program"]) for s in samples], use_grading_tests=use_grading_tests)
+
+
+def summarise(problems: Sequence, samples: Sequence[dict], verdicts: Sequence, ks: Sequence[int]) -> dict:
+    """pass@k and the outcome mix overall, by APPS difficulty and by synthetic template kind where they apply."""
+    groupings = {
+        "difficulty": {p.problem_id: p.difficulty for p in problems if p.difficulty},
+        "template_kind": {p.problem_id: p.meta["template_kind"] for p in problems if p.meta.get("template_kind")},
+    }
+    tallies = tally([s["problem_id"] for s in samples], [v.outcome for v in verdicts])
+    return report(tallies, ks, groupings)
+
+
+class EvalSampler:
+    """Ray actor: one policy copy; generates a chunk of problems, then grades it in the sandbox pool."""
+
+    def __init__(self, model: str, kind: str | None, threads: int) -> None:
+        import torch
+
+        from models import load_policy
+
+        torch.set_num_threads(threads)
+        self.policy = load_policy(model, kind=kind)
+        self.policy.model.eval()
+
+    def run_chunk(self, problems: list, gen: dict, seed: int, pool, use_grading_tests: bool) -> tuple:
+        samples = sample_chunk(self.policy, problems, seed=seed, **gen)
+        return samples, grade(pool, problems, samples, use_grading_tests)
+
+
+def evaluate(policy_name_or_path: str, problems: Sequence, n: int = 20, ks: Sequence[int] = (1, 5, 10), *,
+             temperature: float = 0.8, top_p: float = 0.95, max_new_tokens: int = 96, max_prompt_tokens: int = 256,
+             kind: str | None = None, samplers: int = 2, workers: int = 0, seed: int = 0, limits=None,
+             use_grading_tests: bool = True, ray_address: str | None = None, chunk_problems: int = 4,
+             show_progress: bool = True) -> EvalResult:
+    """Sample ``n`` programs per problem (greedy and n=1 when ``temperature`` is 0), grade, report pass@``ks``.
+
+    ``samplers`` Ray actors share the problems in chunks (0: generate in this process, no Ray); ``workers``
+    sandbox workers grade (0: one per core). Ray is started (and stopped) here unless it is already running."""
+    from configs.schema import SandboxConfig
+
+    check_settings(n, temperature, samplers)
+    model = resolve_model(policy_name_or_path)
+    graded = [p for p in problems if len((p.eval_tests if use_grading_tests else p.tests).cases) > 0]
+    if not graded:
+        raise EvalError(f"none of the {len(problems)} problems has tests to grade with")
+    greedy, n_requested, n = temperature == 0, n, 1 if temperature == 0 else n
+    limits = limits or SandboxConfig(num_workers=workers)
+    gen = dict(n=n, greedy=greedy, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+               max_prompt_tokens=max_prompt_tokens)
+    chunk = max(1, min(chunk_problems, MAX_SEQUENCES_PER_CALL // n))
+    chunks = [graded[i:i + chunk] for i in range(0, len(graded), chunk)]
+    results: list[tuple | None] = [None] * len(chunks)
+    start, last_print = time.monotonic(), 0.0
+
+    def collect(index: int, result: tuple) -> None:
+        nonlocal last_print
+        results[index] = result
+        done = [r for r in results if r is not None]
+        if show_progress and (time.monotonic() - last_print > 2.0 or len(done) == len(chunks)):
+            last_print = time.monotonic()
+            programs, passed = sum(len(r[1]) for r in done), sum(v.passed for r in done for v in r[1])
+            print(f"eval: {sum(len(r[0]) for r in done) // n}/{len(graded)} problems | {programs} programs | "
+                  f"{programs / (last_print - start):.1f} programs/s | pass {passed / programs:.3f}",
+                  file=sys.stderr, flush=True)
+
+    if samplers == 0:
+        from models import load_policy
+        from sandbox import LocalSandboxPool
+
+        policy = load_policy(model, kind=kind)
+        policy.model.eval()
+        with LocalSandboxPool(workers, limits) as pool:
+            for i, part in enumerate(chunks):
+                part_samples = sample_chunk(policy, part, seed=seed * 1_000_003 + i, **gen)
+                collect(i, (part_samples, grade(pool, part, part_samples, use_grading_tests)))
+    else:
+        _evaluate_on_ray(model, kind, samplers, workers, limits, ray_address, chunks, gen, seed, use_grading_tests,
+                         collect)
+
+    # Chunks finish in any order; the outputs are in problem order whatever the scheduling was.
+    samples = [s for r in results for s in r[0]]
+    verdicts = [v for r in results for v in r[1]]
+    elapsed = time.monotonic() - start
+    summary = {
+        "model": policy_name_or_path, "model_path": model, "problems": len(graded),
+        "problems_without_tests": len(problems) - len(graded), "n": n, "n_requested": n_requested,
+        "greedy": greedy, "note": GREEDY_NOTE if greedy and n_requested != 1 else "", "ks": list(ks),
+        "unavailable_k": [k for k in ks if k > n], "temperature": temperature, "top_p": top_p,
+        "max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens, "seed": seed,
+        "samplers": samplers, "grading_tests": use_grading_tests, "samples": len(samples),
+        "truncated": sum(s["truncated"] for s in samples), "wall_s": round(elapsed, 2),
+        "programs_per_s": round(len(samples) / max(elapsed, 1e-9), 2),
+        "report": summarise(graded, samples, verdicts, ks),
+    }
+    return EvalResult(summary=summary, samples=samples, verdicts=verdicts)
+
+
+def _evaluate_on_ray(model, kind, samplers, workers, limits, ray_address, chunks, gen, seed, use_grading_tests,
+                     collect):
+    import ray
+
+    from actors.launcher import QUIET_ENV
+    from sandbox.pool import RaySandboxPool, create_sandbox_workers
+
+    started = not ray.is_initialized()
+    if started and ray_address:
+        ray.init(address=ray_address, namespace="rltf-eval")
+    elif started:
+        # address="local": a new embedded Ray even when `ray start` left a cluster on this machine (plain
+        # ray.init() would join that one and refuse num_cpus).
+        ray.init(address="local", namespace="rltf-eval", num_cpus=max(os.cpu_count() or 1, samplers),
+                 include_dashboard=False, runtime_env={"env_vars": QUIET_ENV})
+    actors, handles = [], []
+    try:
+        # Sandbox workers reserve no CPU: they wait on their children, and the samplers wait while they grade.
+        handles = create_sandbox_workers(workers or limits.num_workers, limits, num_cpus=0)
+        pool = RaySandboxPool(handles, limits)
+        threads = max(1, (os.cpu_count() or 1) // samplers)
+        actors = [ray.remote(EvalSampler).options(num_cpus=1).remote(model, kind, threads) for _ in range(samplers)]
+        pending, in_flight, idle = list(range(len(chunks)))[::-1], {}, list(actors)
+        while pending or in_flight:
+            while pending and idle:
+                actor, index = idle.pop(), pending.pop()
+                ref = actor.run_chunk.remote(chunks[index], gen, seed * 1_000_003 + index, pool, use_grading_tests)
+                in_flight[ref] = (actor, index)
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            actor, index = in_flight.pop(ready[0])
+            collect(index, ray.get(ready[0]))
+            idle.append(actor)
+    finally:
+        for handle in actors + handles:
+            ray.kill(handle, no_restart=True)
+        if started:
+            ray.shutdown()
+
+
+# ------------------------------------------------------------------------------------------------ the command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--model", required=True, help="hub name, model dir, tiny:<preset>, train run dir or checkpoint dir")
+    add("--dataset", required=True, help="problems file or folder, dataset hub name, or 'synthetic'")
+    add("--format", default=None, help="problem format (default: detected)")
+    add("--split", default=None, help="keep only this split (e.g. test, heldout); default: all")
+    add("--limit", type=int, default=None, help="at most this many problems (after the split)")
+    add("--n", type=int, default=20, help="samples per problem [20]")
+    add("--k", default="1,5,10", help="comma-separated k of pass@k [1,5,10]")
+    add("--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy with n=1 [0.8]")
+    add("--top-p", type=float, default=0.95, help="nucleus sampling threshold [0.95]")
+    add("--max-new-tokens", type=int, default=96, help="program length limit in tokens [96]")
+    add("--max-prompt-tokens", type=int, default=256, help="prompt length limit in tokens (keeps the end) [256]")
+    add("--kind", choices=("seq2seq", "causal"), default=None, help="model family (default: from its config)")
+    add("--samplers", type=int, default=2, help="evaluation actors, each with a policy copy; 0 = no Ray [2]")
+    add("--workers", type=int, default=0, help="sandbox workers (default: one per core)")
+    add("--out", default=None, help="output directory (default: runs/eval-<model>-<time>)")
+    add("--address", default=None, help="join this Ray cluster (default: an embedded local Ray)")
+    add("--seed", type=int, default=0, help="sampling seed [0]")
+
+
+def _slug(model: str) -> str:
+    path = Path(model.rstrip("/"))
+    parts = [p for p in path.parts[-3:] if p not in ("hf", "checkpoints")] if path.exists() else [model]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(parts)).strip("-")[:60] or "model"
+
+
+def write_outputs(result: EvalResult, out: Path, title: str, regrade: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "samples.jsonl", "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(s) + "\n" for s in result.samples)
+    with open(out / "verdicts.jsonl", "w", encoding="utf-8") as handle:
+        for s, v in zip(result.samples, result.verdicts):
+            handle.write(json.dumps({**v.summary(), "sample_index": s["sample_index"]}) + "\n")
+    (out / "summary.json").write_text(json.dumps({**result.summary, "regrade_command": regrade}, indent=2) + "\n")
+    (out / "results.md").write_text(results_markdown(result.summary, title, regrade))
+    result.out_dir = out
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.loading import ModelLoadError, resolve_source
+    from tasks import DatasetUnavailableError, ProblemFormatError, load_problems
+
+    try:  # everything that can be wrong with the input fails here, in one sentence, before any model loads
+        ks = parse_ks(args.k)
+        check_settings(args.n, args.temperature, args.samplers)
+        resolve_source(resolve_model(args.model))
+        problems = load_problems(args.dataset, fmt=args.format, split=args.split, limit=args.limit)
+    except (EvalError, ModelLoadError, DatasetUnavailableError, ProblemFormatError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out or Path("runs") / f"eval-{_slug(args.model)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        result = evaluate(args.model, problems, args.n, ks, temperature=args.temperature, top_p=args.top_p,
+                          max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
+                          kind=args.kind, samplers=args.samplers, workers=args.workers, seed=args.seed,
+                          ray_address=args.address)
+    except EvalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    split = f" ({args.split})" if args.split else ""
+    regrade = (f"python launch.py execute --problems {args.dataset}{f' --format {args.format}' if args.format else ''}"
+               f" --samples {out / 'samples.jsonl'} --grading-tests --out {out / 'regraded.jsonl'}")
+    write_outputs(result, out, f"pass@k of {args.model} on {args.dataset}{split}", regrade)
+    print((out / "results.md").read_text())
+    print(f"eval: wrote {out}/samples.jsonl, verdicts.jsonl, summary.json, results.md", file=sys.stderr)
+    return 0

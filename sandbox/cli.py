@@ -1,0 +1,100 @@
+"""`launch.py execute`: grade programs produced anywhere against problems' unit tests, JSONL in, JSONL out.
+
+Input: a problems file or folder in any format `tasks.load_problems` reads, and a JSONL of
+``{"problem_id": ..., "program": ...}`` lines. Output: one verdict summary per line (Verdict.summary()), in input
+order, to ``--out`` or standard output. Progress goes to standard error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--problems", required=True, help="problems file or folder (MBPP, HumanEval, APPS, ...)")
+    parser.add_argument("--samples", required=True, help='JSONL file of {"problem_id": ..., "program": ...} lines')
+    parser.add_argument("--out", default="-", help="where to write verdicts as JSONL (default: standard output)")
+    parser.add_argument("--format", default=None, help="problem format (default: detected from the file)")
+    parser.add_argument("--workers", type=int, default=0, help="sandbox worker processes (default: one per core)")
+    parser.add_argument("--grading-tests", action="store_true", help="grade with the stronger grading tests")
+    parser.add_argument("--test-timeout", type=float, default=None, help="seconds per test (default: config)")
+    parser.add_argument("--program-timeout", type=float, default=None, help="seconds per program (default: config)")
+    parser.add_argument("--isolation", choices=("auto", "full", "none"), default=None,
+                        help="auto: strongest available (default); full: fail without namespaces; none: rlimits only")
+
+
+def read_samples(path: str, known_ids: set[str]) -> list[tuple[str, str]]:
+    """(problem_id, program) pairs; a clear error naming file, line and field for anything malformed."""
+    samples = []
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            for field in ("problem_id", "program"):
+                if not isinstance(record.get(field), str):
+                    raise ValueError(f"{path}:{lineno}: field {field!r} is missing or not a string")
+            if record["problem_id"] not in known_ids:
+                raise ValueError(f"{path}:{lineno}: problem_id {record['problem_id']!r} is not in the problems file")
+            samples.append((record["problem_id"], record["program"]))
+    return samples
+
+
+def run(args: argparse.Namespace) -> int:
+    from configs.schema import SandboxConfig
+    from sandbox.forkserver import SandboxUnavailable
+    from sandbox.local_pool import LocalSandboxPool
+    from tasks import load_problems
+
+    problems = {p.problem_id: p for p in load_problems(args.problems, fmt=args.format, split=None)}
+    try:
+        samples = read_samples(args.samples, set(problems))
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    limits = SandboxConfig(num_workers=args.workers)
+    if args.test_timeout is not None:
+        limits.test_timeout_s = args.test_timeout
+    if args.program_timeout is not None:
+        limits.program_timeout_s = args.program_timeout
+    if args.isolation is not None:
+        limits.isolation = args.isolation
+    jobs = [(problems[pid], program) for pid, program in samples]
+    start, last = time.monotonic(), [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 1.0 or done == total:
+            last[0] = now
+            rate = done / max(now - start, 1e-9)
+            print(f"\rexecute: {done}/{total} programs ({rate:.0f}/s)", end="", file=sys.stderr, flush=True)
+
+    try:
+        pool = LocalSandboxPool(args.workers, limits)
+    except SandboxUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with pool:
+        print(f"execute: {len(jobs)} programs on {len(pool.servers)} sandbox workers, isolation {pool.isolation}",
+              file=sys.stderr)
+        verdicts = pool.run(jobs, use_grading_tests=args.grading_tests, progress=progress)
+    print(file=sys.stderr)
+    out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")
+    try:
+        for verdict in verdicts:
+            out.write(json.dumps(verdict.summary()) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    counts: dict[str, int] = {}
+    for verdict in verdicts:
+        counts[verdict.outcome] = counts.get(verdict.outcome, 0) + 1
+    print(f"execute: {counts}", file=sys.stderr)
+    return 0

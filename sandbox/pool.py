@@ -1,0 +1,120 @@
+"""The sandbox in Ray: worker actors (each owns one fork-server) and a dispatcher that spreads jobs over them.
+
+This module imports Ray; `sandbox/__init__` does not import it, so the rest of the sandbox stays Ray-free.
+A worker actor that dies (its process killed, its node lost) is replaced and its unfinished jobs are retried
+once on the replacement; if that fails too, those jobs get ``infra_error`` verdicts, never a program failure.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+from configs.schema import SandboxConfig
+from sandbox.local_pool import default_num_workers, infra_error, run_job
+from sandbox.verdict import Verdict
+from tasks.problem import Problem
+
+log = logging.getLogger(__name__)
+_DEAD_ACTOR_ERRORS = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+class SandboxWorker:
+    """One fork-server per actor; ``run_batch`` grades jobs one after another on it."""
+
+    def __init__(self, limits: SandboxConfig | None = None):
+        from sandbox.forkserver import ForkServer
+
+        self.server = ForkServer(limits or SandboxConfig())
+
+    def run_batch(self, jobs: list[tuple[Problem, str]], use_grading_tests: bool = False) -> list[Verdict]:
+        return [run_job(self.server, problem, program, use_grading_tests) for problem, program in jobs]
+
+    def info(self) -> dict:
+        """The isolation this worker got (ForkServer.info) and its process id, for tests and the dashboard."""
+        import os
+
+        return {**self.server.info, "actor_pid": os.getpid()}
+
+
+
+
+def create_sandbox_workers(n: int, limits: SandboxConfig | None = None, name_prefix: str | None = None,
+                           namespace: str | None = None, num_cpus: float = 0.0) -> list:
+    """Start ``n`` worker actors (0: one per core). With ``name_prefix`` they are named ``<prefix><index>`` (in
+    ``namespace``) so other processes can look them up. ``num_cpus`` is the Ray resource each reserves: 0 by
+    default, because the workers mostly wait on their children and the samplers that call them are idle
+    meanwhile; reserve cores on clusters where the sandbox should be spread out."""
+    limits = limits or SandboxConfig()
+    n = n or default_num_workers(limits)
+    return [_create_one(limits, f"{name_prefix}{i}" if name_prefix else None, namespace, num_cpus) for i in range(n)]
+
+
+def _create_one(limits: SandboxConfig, name: str | None, namespace: str | None, num_cpus: float):
+    options: dict = {"num_cpus": num_cpus, "max_concurrency": 1}
+    if name:
+        options.update(name=name, namespace=namespace, get_if_exists=False)
+    return ray.remote(SandboxWorker).options(**options).remote(limits)
+
+
+class RaySandboxPool:
+    """Dispatch jobs over worker actors: small batches, handed to whichever worker is free."""
+
+    def __init__(self, handles: list, limits: SandboxConfig | None = None, batch_size: int = 8,
+                 name_prefix: str | None = None, namespace: str | None = None, num_cpus: float = 0.0):
+        if not handles:
+            raise ValueError("RaySandboxPool needs at least one worker handle")
+        self.handles = list(handles)
+        self.limits = limits or SandboxConfig()
+        self.batch_size = max(1, batch_size)
+        self._name_prefix, self._namespace, self._num_cpus = name_prefix, namespace, num_cpus
+        self.replaced = 0  # workers replaced after dying, for metrics
+
+    def _replace(self, index: int) -> None:
+        name = f"{self._name_prefix}{index}" if self._name_prefix else None
+        try:
+            ray.kill(self.handles[index], no_restart=True)
+        except Exception:  # noqa: BLE001 - already dead is the usual case
+            pass
+        try:
+            self.handles[index] = _create_one(self.limits, name, self._namespace, self._num_cpus)
+        except ValueError:  # the dead actor's name is not released yet
+            self.handles[index] = _create_one(self.limits, f"{name}-r{self.replaced + 1}", self._namespace,
+                                              self._num_cpus)
+        self.replaced += 1
+
+    def run(self, jobs: list[tuple[Problem, str]], use_grading_tests: bool = False) -> list[Verdict]:
+        """Verdicts in job order."""
+        results: list[Verdict | None] = [None] * len(jobs)
+        queue = collections.deque(
+            (list(range(i, min(i + self.batch_size, len(jobs)))), 1) for i in range(0, len(jobs), self.batch_size))
+        in_flight: dict = {}  # object ref -> (worker index, job indices, attempt)
+        idle = list(range(len(self.handles)))
+        while queue or in_flight:
+            while queue and idle:
+                worker = idle.pop()
+                indices, attempt = queue.popleft()
+                ref = self.handles[worker].run_batch.remote([jobs[i] for i in indices], use_grading_tests)
+                in_flight[ref] = (worker, indices, attempt)
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            worker, indices, attempt = in_flight.pop(done[0])
+            try:
+                verdicts = ray.get(done[0])
+            except Exception as exc:  # noqa: BLE001 - a failed batch is an infrastructure failure, never a verdict
+                if isinstance(exc, _DEAD_ACTOR_ERRORS):
+                    log.warning("sandbox worker %d died (%s); replacing it", worker, type(exc).__name__)
+                    self._replace(worker)
+                else:
+                    log.error("sandbox batch failed on worker %d: %s", worker, exc)
+                if attempt == 1:
+                    queue.appendleft((indices, 2))
+                else:
+                    for i in indices:
+                        results[i] = infra_error(jobs[i][0], f"sandbox batch failed twice: {type(exc).__name__}")
+            else:
+                for i, verdict in zip(indices, verdicts):
+                    results[i] = verdict
+            idle.append(worker)
+        return results  # type: ignore[return-value]
