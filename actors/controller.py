@@ -48,6 +48,7 @@ class Controller:
         self.sampler_runs: dict[str, Any] = {}  # name -> ObjectRef of its `run`
         self.next_sampler = 0
         self.target_samplers = cfg.sampler.num_samplers  # `scale` before RL starts only changes this
+        self.pool_generation = 0
         self.step = 0
         self.version = 0
         self.phase = "starting"
@@ -131,11 +132,14 @@ class Controller:
                     log.warning("sampler %s died (%s); restarting its loop", name, type(exc).__name__)
                     self.log.write({"kind": "event", "event": "sampler_restart", "sampler": name})
                     self.sampler_runs[name] = None
+            actor = self.samplers[name]
             try:  # is the restarted process up yet? (it loads the model in its constructor)
-                await asyncio.wait_for(self.samplers[name].status.remote(), timeout=1.0)
+                await asyncio.wait_for(actor.status.remote(), timeout=1.0)
+                # Its constructor got the sandbox pool of its first creation: hand it the current one.
+                await actor.set_sandbox_pool.remote(self.pool, self.pool_generation)
             except (asyncio.TimeoutError, ray.exceptions.RayError):
                 continue
-            self.sampler_runs[name] = self.samplers[name].run.remote()
+            self.sampler_runs[name] = actor.run.remote()
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     async def _checkpoint(self) -> Path:
@@ -297,6 +301,36 @@ class Controller:
     # --- live control ---------------------------------------------------------------------------------------
     def progress(self) -> dict[str, Any]:
         return {"phase": self.phase, **self.progress_}
+
+    async def _scale_sandbox(self, n: int) -> None:
+        """Resize the sandbox pool. Samplers switch to the new pool between batches; workers being removed are
+        ended only once every sampler has switched, so no batch loses its worker mid-grading."""
+        from sandbox.pool import RaySandboxPool, create_sandbox_workers
+
+        if n < 1:
+            raise ValueError("at least one sandbox worker is needed")
+        handles = list(self.pool.handles)
+        prefix = self._name("sandbox-")
+        if n > len(handles):
+            handles += create_sandbox_workers(n - len(handles), self.cfg.sandbox,
+                                              name_prefix=f"{prefix}g{self.pool_generation + 1}-",
+                                              namespace=self.ns, num_cpus=self.cfg.sandbox.num_cpus)
+        removed, handles = handles[n:], handles[:n]
+        self.pool_generation += 1
+        switching = set(self.samplers)  # samplers created from now on start with the new pool
+        self.pool = RaySandboxPool(handles, self.cfg.sandbox, name_prefix=prefix, namespace=self.ns,
+                                   num_cpus=self.cfg.sandbox.num_cpus)
+        await asyncio.gather(*[a.set_sandbox_pool.remote(self.pool, self.pool_generation)
+                               for a in self.samplers.values()], return_exceptions=True)
+        deadline = time.time() + 120
+        while removed and time.time() < deadline:
+            statuses = await self._sampler_statuses()
+            if all(st["extra"].get("pool_generation", 0) >= self.pool_generation
+                   for st in statuses if st["sampler_id"] in switching):
+                break
+            await asyncio.sleep(0.5)
+        for handle in removed:
+            ray.kill(handle, no_restart=True)
 
     async def _apply_sampler_target(self) -> None:
         while len(self.samplers) < self.target_samplers:

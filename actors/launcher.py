@@ -96,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"run directory: {run_dir}", flush=True)
 
     init_ray(args.address, cfg.run.namespace, cpus_needed(cfg))
+    address = ray.get_runtime_context().gcs_address
+    (run_dir / "ray_address").write_text(address + "\n")
+    print(f"Ray cluster {address}: watch or resize this run with "
+          f"`python launch.py status|scale --address {address} --run {cfg.run.name}`", flush=True)
     try:
         here = ray.get_runtime_context().get_node_id()
         controller = ray.remote(Controller).options(

@@ -47,11 +47,12 @@ class Sampler:
         self.baselines = BaselineTracker(cfg.reward.baseline)
         self.rng = random.Random(f"{cfg.run.seed}/{sampler_id}")
         self.order: list[int] = []
-        self.status_ = SamplerStatus(sampler_id=sampler_id, policy_version=0, extra={"pid": os.getpid()})
+        self.status_ = SamplerStatus(sampler_id=sampler_id, policy_version=0, extra={"pid": os.getpid(), "pool_generation": 0})
         self.stopping = False
         self.running = False
         self._prompt_ids: dict[str, list[int]] = {}
         self.metrics = RunMetrics(cfg.run.name, "sampler")
+        self._next_pool: Optional[tuple[Any, int]] = None
 
     # --- weights -------------------------------------------------------------------------------------------
     def refresh_weights(self) -> bool:
@@ -153,6 +154,8 @@ class Sampler:
         self.running, batches = True, 0
         try:
             while not self.stopping and (max_batches is None or batches < max_batches):
+                if self._next_pool is not None:
+                    (self.pool, self.status_.extra["pool_generation"]), self._next_pool = self._next_pool, None
                 self.refresh_weights()
                 self.status_.busy = True
                 trajectories = self.sample_batch()
@@ -165,6 +168,10 @@ class Sampler:
             self.running = False
             self.status_.busy = False
         return self.status()
+
+    def set_sandbox_pool(self, pool: Any, generation: int) -> None:
+        """A resized sandbox pool, taken up at the next batch boundary (`run` reports ``pool_generation``)."""
+        self._next_pool = (pool, generation)
 
     def stop(self) -> None:
         self.stopping = True

@@ -111,7 +111,8 @@ def synthetic_corpus(seed: int = 0) -> list[str]:
     for problem in synthetic_family(seed=seed):
         texts.append(problem.prompt)
         if problem.meta.get("supervised", True) and problem.split == "train":
-            texts.extend(problem.program_prefix + s for s in problem.solutions)
+            # Solutions are whole programs (prefix included); the prompt is already in the corpus above.
+            texts.extend(s[len(problem.program_prefix):] for s in problem.solutions)
     return texts
 
 

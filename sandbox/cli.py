@@ -21,12 +21,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grading-tests", action="store_true", help="grade with the stronger grading tests")
     parser.add_argument("--test-timeout", type=float, default=None, help="seconds per test (default: config)")
     parser.add_argument("--program-timeout", type=float, default=None, help="seconds per program (default: config)")
+    parser.add_argument("--rewards", action="store_true",
+                        help="add the RLTF rewards to each line: reward, adaptive_reward, fine_category, blamed_line "
+                             '(a sample line may carry "truncated": true when generation hit the length limit)')
     parser.add_argument("--isolation", choices=("auto", "full", "none"), default=None,
                         help="auto: strongest available (default); full: fail without namespaces; none: rlimits only")
 
 
-def read_samples(path: str, known_ids: set[str]) -> list[tuple[str, str]]:
-    """(problem_id, program) pairs; a clear error naming file, line and field for anything malformed."""
+def read_samples(path: str, known_ids: set[str]) -> list[tuple[str, str, bool]]:
+    """(problem_id, program, truncated) triples; a clear error naming file, line and field for anything malformed."""
     samples = []
     with open(path, encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, 1):
@@ -43,7 +46,7 @@ def read_samples(path: str, known_ids: set[str]) -> list[tuple[str, str]]:
                     raise ValueError(f"{path}:{lineno}: field {field!r} is missing or not a string")
             if record["problem_id"] not in known_ids:
                 raise ValueError(f"{path}:{lineno}: problem_id {record['problem_id']!r} is not in the problems file")
-            samples.append((record["problem_id"], record["program"]))
+            samples.append((record["problem_id"], record["program"], bool(record.get("truncated", False))))
     return samples
 
 
@@ -53,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
     from sandbox.local_pool import LocalSandboxPool
     from tasks import load_problems
 
-    problems = {p.problem_id: p for p in load_problems(args.problems, fmt=args.format, split=None)}
     try:
+        problems = {p.problem_id: p for p in load_problems(args.problems, fmt=args.format, split=None)}
         samples = read_samples(args.samples, set(problems))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # ProblemFormatError is a ValueError naming file, line and field
         print(f"error: {exc}", file=sys.stderr)
         return 2
     limits = SandboxConfig(num_workers=args.workers)
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         limits.program_timeout_s = args.program_timeout
     if args.isolation is not None:
         limits.isolation = args.isolation
-    jobs = [(problems[pid], program) for pid, program in samples]
+    jobs = [(problems[pid], program) for pid, program, _ in samples]
     start, last = time.monotonic(), [0.0]
 
     def progress(done: int, total: int) -> None:
@@ -88,8 +91,13 @@ def run(args: argparse.Namespace) -> int:
     print(file=sys.stderr)
     out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")
     try:
-        for verdict in verdicts:
-            out.write(json.dumps(verdict.summary()) + "\n")
+        for verdict, (_, program, truncated) in zip(verdicts, samples):
+            line = verdict.summary()
+            if args.rewards:
+                from rewards import verdict_rewards
+
+                line.update(verdict_rewards(verdict, program, truncated=truncated))
+            out.write(json.dumps(line) + "\n")
     finally:
         if out is not sys.stdout:
             out.close()

@@ -44,9 +44,13 @@ def cluster(tmp_path_factory):
     gcs, dash, metrics = free_port(), free_port(), free_port()
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token", "OMP_NUM_THREADS": "1",
            "RAY_ADDRESS": f"127.0.0.1:{gcs}"}
+    # A temp dir of its own marks this cluster's processes, so the teardown stops exactly them (`ray stop` would
+    # stop every Ray cluster on the machine).
+    temp_dir = Path(f"/tmp/rltf-e2e-{os.getpid()}")
     start = subprocess.run(
         ["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dash}", f"--metrics-export-port={metrics}", "--num-cpus=6", "--disable-usage-stats"],
+         f"--dashboard-port={dash}", f"--metrics-export-port={metrics}", "--num-cpus=6", "--disable-usage-stats",
+         f"--temp-dir={temp_dir}"],
         env=env, capture_output=True, text=True, timeout=180)
     if start.returncode != 0:
         pytest.skip(f"Ray cannot start a head node here: {start.stderr[-500:]}")
@@ -54,7 +58,32 @@ def cluster(tmp_path_factory):
         yield {"env": env, "gcs": f"127.0.0.1:{gcs}", "dashboard": f"http://127.0.0.1:{dash}", "metrics": metrics,
                "out": tmp_path_factory.mktemp("e2e")}
     finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_processes_under(str(temp_dir))
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def stop_processes_under(marker: str) -> None:
+    """SIGTERM, then SIGKILL, every process whose command line names ``marker`` (this cluster's temp dir)."""
+    def matching() -> list[int]:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                        pids.append(int(entry.name))
+                except OSError:
+                    pass
+        return pids
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in matching():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 15
+        while matching() and time.time() < deadline:
+            time.sleep(0.5)
 
 
 def control(cluster, *args: str) -> str:
@@ -111,6 +140,10 @@ def test_job_submit_scale_metrics_and_faults(cluster):
         wait_until(lambda: len(alive(cluster, "Sampler")) == 2, 60, "a second sampler")
         control(cluster, "scale", "--samplers", "1")
         wait_until(lambda: len(alive(cluster, "Sampler")) == 1, 60, "back to one sampler")
+        control(cluster, "scale", "--sandbox-workers", "2")
+        wait_until(lambda: len(alive(cluster, "SandboxWorker")) == 2, 60, "a second sandbox worker")
+        control(cluster, "scale", "--sandbox-workers", "1")
+        wait_until(lambda: len(alive(cluster, "SandboxWorker")) == 1, 120, "back to one sandbox worker")
 
         def project_metrics():
             with urllib.request.urlopen(f"http://127.0.0.1:{cluster['metrics']}/metrics", timeout=10) as resp:
@@ -140,4 +173,5 @@ def test_job_submit_scale_metrics_and_faults(cluster):
     events = [json.loads(line) for line in (out_dir / RUN / "metrics.jsonl").read_text().splitlines()]
     kinds = [e.get("event") for e in events if e.get("kind") == "event"]
     assert "sampler_restart" in kinds
-    assert [e["samplers"] for e in events if e.get("event") == "scale"] == [2, 1]
+    scales = [(e["samplers"], e["sandbox_workers"]) for e in events if e.get("event") == "scale"]
+    assert scales == [(2, 1), (1, 1), (1, 2), (1, 1)]

@@ -51,11 +51,11 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen, log: Path):
     pytest.fail(f"timed out waiting; log:\n{log.read_text()[-3000:]}")
 
 
-def kill_sampler(name: str) -> int:
+def kill_sampler(run_dir: Path, name: str) -> int:
     """SIGKILL the sampler's process, found by its actor name through a second Ray driver."""
     import ray
 
-    ray.init(address="auto", namespace="rltf", log_to_driver=False)
+    ray.init(address=(run_dir / "ray_address").read_text().strip(), namespace="rltf", log_to_driver=False)
     try:
         pid = ray.get(ray.get_actor(name).status.remote(), timeout=30)["extra"]["pid"]
     finally:
@@ -70,7 +70,7 @@ def test_run_survives_sampler_kill_then_resumes_with_buffer(tmp_path):
     proc = train(["--config", "smoke", *OVERRIDES], tmp_path, log)
     wait_for(lambda: any(r.get("kind") == "learner" and r["step"] >= WARM + 2 for r in records(run_dir)), 240,
              proc, log)
-    kill_sampler("looptest:sampler-0")
+    kill_sampler(run_dir, "looptest:sampler-0")
     assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
 
     recs = records(run_dir)

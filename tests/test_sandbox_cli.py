@@ -63,3 +63,33 @@ def test_execute_names_the_bad_line_of_the_samples_file(tmp_path):
     samples.write_text('{"problem_id": "mbpp/601"}\n')
     result = _execute("--problems", str(problems), "--samples", str(samples))
     assert result.returncode == 2 and f"{samples}:1" in result.stderr and "'program'" in result.stderr
+
+
+def test_execute_with_rewards_adds_the_rltf_fields(tmp_path):
+    problems = _mbpp_file(tmp_path / "mbpp.jsonl")
+    samples = tmp_path / "samples.jsonl"
+    programs = [
+        {"problem_id": "mbpp/601", "program": "def add(a, b):\n    return a + b\n"},
+        {"problem_id": "mbpp/602", "program": "def double(x):\n    return x * x\n"},  # passes 1 of 3 tests
+        {"problem_id": "mbpp/602", "program": "def double(x):\n    y = [][x]\n    return y\n"},
+        {"problem_id": "mbpp/601", "program": "def add(a, b):\n    return a +", "truncated": True},
+    ]
+    samples.write_text("".join(json.dumps(p) + "\n" for p in programs))
+    out = tmp_path / "verdicts.jsonl"
+    result = _execute("--problems", str(problems), "--samples", str(samples), "--out", str(out), "--rewards")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(v["reward"], v["fine_category"], v["blamed_line"]) for v in lines] == [
+        (1.0, "ignore", None), (-0.3, "ignore", None), (-0.6, "line", 2), (-1.0, "whole", None)]
+    assert abs(lines[1]["adaptive_reward"] - (-0.3 + 1.3 / 3)) < 1e-9
+    assert lines[0]["adaptive_reward"] == 1.0 and lines[2]["adaptive_reward"] == -0.6
+
+
+def test_execute_names_a_malformed_problems_file(tmp_path):
+    problems = tmp_path / "mbpp.jsonl"
+    problems.write_text(json.dumps({"task_id": 601, "text": "x", "code": "", "test_list": "not a list"}) + "\n")
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"problem_id": "mbpp/601", "program": "x = 1"}) + "\n")
+    result = _execute("--problems", str(problems), "--samples", str(samples), "--format", "mbpp")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert str(problems) in result.stderr and "test_list" in result.stderr

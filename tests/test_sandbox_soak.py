@@ -5,6 +5,7 @@ child is not root and is in its own PID namespace; otherwise only the harmless m
 """
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections import Counter
@@ -88,6 +89,7 @@ def test_soak_5000_programs_leaves_no_trace():
         if not hostile:
             print("SOAK: HOSTILE PROGRAMS SKIPPED: sandbox isolation not confirmed; running the harmless mix only")
         pool.run([(p, prog) for p, prog, _ in HARMLESS])  # warm up: threads and servers in their steady state
+        gc.collect()  # objects left by earlier tests in this process close their files now, not mid-soak
         before = (_fds(), len(_descendants(os.getpid())), _server_state(pool))
 
         jobs, expected = [], []
@@ -104,6 +106,7 @@ def test_soak_5000_programs_leaves_no_trace():
         verdicts = pool.run(jobs)
         elapsed = time.monotonic() - start
         time.sleep(0.1)
+        gc.collect()
         after = (_fds(), len(_descendants(os.getpid())), _server_state(pool))
 
     outcomes = Counter(v.outcome for v in verdicts)
