@@ -49,6 +49,7 @@ class Controller:
         self.next_sampler = 0
         self.target_samplers = cfg.sampler.num_samplers  # `scale` before RL starts only changes this
         self.pool_generation = 0
+        self.weight_group = 0  # generation of the collective transport's broadcast group
         self.step = 0
         self.version = 0
         self.phase = "starting"
@@ -140,6 +141,7 @@ class Controller:
             except (asyncio.TimeoutError, ray.exceptions.RayError):
                 continue
             self.sampler_runs[name] = actor.run.remote()
+            await self._membership_changed()  # its new process is not in the broadcast group yet
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     async def _checkpoint(self) -> Path:
@@ -167,9 +169,34 @@ class Controller:
 
     # --- the learner loop -----------------------------------------------------------------------------------
     async def _publish(self) -> None:
+        if self.cfg.weights.transport == "collective" and not self.samplers:
+            return  # a broadcast needs receivers; the next group gets the weights then
         self.version += 1
-        info = await self.ranks[0].publish.remote(self.transport, self.version)
+        try:
+            info = await self.ranks[0].publish.remote(self.transport, self.version)
+        except ray.exceptions.RayTaskError as exc:
+            if "WeightGroupError" not in str(exc):
+                raise
+            # A sampler of the broadcast group died or left: regroup the live ones and push again.
+            self.log.write({"kind": "event", "event": "weight_group_failed", "step": self.step})
+            self.version -= 1
+            await self._membership_changed()
+            return
         self.log.write({"kind": "event", "event": "publish", "step": self.step, **info})
+
+    async def _membership_changed(self) -> None:
+        """The collective transport broadcasts over a fixed group: after samplers come or go, form a new group
+        and publish the current weights over it (newcomers get them at once). The object store needs nothing."""
+        if self.cfg.weights.transport != "collective" or not self.samplers:
+            return
+        from learner.weights import form_weight_group
+
+        self.weight_group += 1
+        name = f"{self.cfg.run.name}-weights-{self.weight_group}"
+        await asyncio.get_running_loop().run_in_executor(
+            None, form_weight_group, self.ranks[0], list(self.samplers.values()), name, self.transport)
+        self.log.write({"kind": "event", "event": "weight_group", "name": name, "members": len(self.samplers)})
+        await self._publish()
 
     async def _learner_step(self, shards: Optional[list]) -> dict[str, Any]:
         shards = shards or [None] * len(self.ranks)
@@ -200,9 +227,12 @@ class Controller:
                 self.progress_ = {"phase": self.phase, **metrics}
                 if self.step % 10 == 0 or self.step == ws:
                     self.log.write({"kind": "warm_start", **metrics})
-        await self._publish()  # samplers start from the newest weights
+        # Samplers wait for the first published version before they generate anything. (With the collective
+        # transport, creating them forms the first broadcast group, which publishes.)
         self.phase = "rl"
         await self._apply_sampler_target()
+        if self.cfg.weights.transport != "collective":
+            await self._publish()
         total = ws + cfg.learner.total_steps
         last_tick = 0.0
         while self.step < total:
@@ -333,10 +363,13 @@ class Controller:
             ray.kill(handle, no_restart=True)
 
     async def _apply_sampler_target(self) -> None:
+        before = set(self.samplers)
         while len(self.samplers) < self.target_samplers:
             self._add_sampler()
         while len(self.samplers) > self.target_samplers:
             await self._remove_sampler(list(self.samplers)[-1])  # the newest first
+        if set(self.samplers) != before:
+            await self._membership_changed()
 
     async def status(self) -> dict[str, Any]:
         """Live state for `launch.py status`: recomputed now, not the last progress line."""

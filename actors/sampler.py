@@ -149,25 +149,35 @@ class Sampler:
     # --- the loop ------------------------------------------------------------------------------------------
     def run(self, max_batches: Optional[int] = None) -> dict[str, Any]:
         """Sample until `stop` (or ``max_batches``); every batch ends up in the buffer before the next starts."""
-        import ray
-
         self.running, batches = True, 0
         try:
             while not self.stopping and (max_batches is None or batches < max_batches):
                 if self._next_pool is not None:
                     (self.pool, self.status_.extra["pool_generation"]), self._next_pool = self._next_pool, None
                 self.refresh_weights()
+                if self.version == 0:
+                    time.sleep(0.2)  # nothing published yet: never sample from weights the learner did not send
+                    continue
                 self.status_.busy = True
                 trajectories = self.sample_batch()
                 self.status_.busy = False
-                batch_id = uuid.uuid4().hex  # lets the buffer drop a retried duplicate of this put
-                if trajectories and ray.get(self.buffer.put.remote(trajectories, batch_id)) == 0:
+                if trajectories and self._push(trajectories) == 0:
                     break  # the buffer is closed: the run is ending
                 batches += 1
         finally:
             self.running = False
             self.status_.busy = False
         return self.status()
+
+    def _push(self, trajectories: list[Trajectory]) -> int:
+        """Put a batch into the buffer. While back-pressure holds it, keep taking new weights: a collective
+        publish waits for every sampler, and the learner frees buffer space only after that publish."""
+        import ray
+
+        ref = self.buffer.put.remote(trajectories, uuid.uuid4().hex)  # the id makes a retried put idempotent
+        while not ray.wait([ref], timeout=0.5)[0]:
+            self.refresh_weights()
+        return ray.get(ref)
 
     def set_sandbox_pool(self, pool: Any, generation: int) -> None:
         """A resized sandbox pool, taken up at the next batch boundary (`run` reports ``pool_generation``)."""

@@ -63,27 +63,43 @@ def cluster(tmp_path_factory):
 
 
 def stop_processes_under(marker: str) -> None:
-    """SIGTERM, then SIGKILL, every process whose command line names ``marker`` (this cluster's temp dir)."""
-    def matching() -> list[int]:
-        pids = []
+    """SIGTERM, then SIGKILL, every process whose command line names ``marker`` (this cluster's temp dir) and
+    all their descendants (actor workers and agents rename themselves `ray::...`)."""
+    def processes() -> dict[int, tuple[int, str]]:
+        table = {}
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 try:
-                    if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                        pids.append(int(entry.name))
-                except OSError:
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    table[int(entry.name)] = (ppid, (entry / "cmdline").read_bytes().decode(errors="replace"))
+                except (OSError, IndexError, ValueError):
                     pass
-        return pids
+        return table
 
+    table = processes()
+    doomed = {pid for pid, (_, cmd) in table.items() if marker in cmd}
+    grew = True
+    while grew:
+        children = {pid for pid, (ppid, _) in table.items() if ppid in doomed} - doomed
+        grew = bool(children)
+        doomed |= children
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in matching():
+        for pid in doomed:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
         deadline = time.time() + 15
-        while matching() and time.time() < deadline:
+        while any(running(pid) for pid in doomed) and time.time() < deadline:
             time.sleep(0.5)
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def control(cluster, *args: str) -> str:

@@ -101,3 +101,22 @@ def test_run_survives_sampler_kill_then_resumes_with_buffer(tmp_path):
     assert learner[-1]["step"] == WARM + STEPS + MORE
     assert not any(r.get("kind") == "warm_start" and r["time"] > resumed["time"] for r in recs), \
         "a resumed run must not repeat the warm start"
+
+
+def test_collective_weight_transport_drives_two_samplers(tmp_path):
+    """The second transport: a torch.distributed broadcast group of learner rank 0 and the samplers."""
+    run_dir = tmp_path / "runs" / "collective"
+    log = tmp_path / "train.log"
+    proc = train(["--config", "smoke", "--run.name=collective", "--data.limit=24", "--learner.warm_start_steps=10",
+                  "--learner.total_steps=6", "--learner.publish_every=1", "--learner.batch_size=8",
+                  "--buffer.min_fill=8", "--sampler.problems_per_batch=2", "--sampler.num_samplers=2",
+                  "--weights.transport=collective", "--learner.checkpoint_every=0"], tmp_path, log)
+    assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
+    recs = records(run_dir)
+    groups = [r for r in recs if r.get("event") == "weight_group"]
+    assert groups and groups[0]["members"] == 2
+    versions = [r["version"] for r in recs if r.get("event") == "publish"]
+    assert versions == list(range(1, len(versions) + 1)) and len(versions) >= 6
+    learner = [r for r in recs if r.get("kind") == "learner"]
+    running = [v for r in learner for v in r.get("sampler_versions", {}).values()]
+    assert running and max(running) >= 2, "samplers must run weights received over the broadcast"
