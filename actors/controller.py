@@ -189,7 +189,7 @@ class Controller:
         and publish the current weights over it (newcomers get them at once). The object store needs nothing."""
         if self.cfg.weights.transport != "collective" or not self.samplers:
             return
-        from learner.weights import form_weight_group
+        from learner.collective import form_weight_group
 
         self.weight_group += 1
         name = f"{self.cfg.run.name}-weights-{self.weight_group}"

@@ -12,9 +12,10 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from learner.weights import (  # noqa: E402
-    WeightGroupError, WeightStore, flatten_state_dict, form_weight_group, make_transport, unflatten_state_dict,
+from learner.collective import (  # noqa: E402
+    WeightGroupError, flatten_state_dict, form_weight_group, unflatten_state_dict,
 )
+from learner.weights import WeightStore, make_transport  # noqa: E402
 
 pytestmark = pytest.mark.slow
 WAIT_S = 60.0
