@@ -83,7 +83,8 @@ class ObjectStoreTransport:
     def publish(self, version: int, state_dict: dict[str, Any], step: int = 0) -> PublishedWeights:
         import ray
 
-        tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state_dict.items()}
+        # ray.put copies into the object store, so CPU tensors need no copy of their own here.
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
         info = PublishedWeights(version=version, pushed_at=time.time(), step=step)
         ray.get(self.store.set.remote(info, [ray.put(tensors)]))
         return info

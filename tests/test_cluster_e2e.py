@@ -77,7 +77,7 @@ def stop_processes_under(marker: str) -> None:
         return table
 
     table = processes()
-    doomed = {pid for pid, (_, cmd) in table.items() if marker in cmd}
+    doomed = {pid for pid, (_, cmd) in table.items() if marker in cmd and pid != os.getpid()}
     grew = True
     while grew:
         children = {pid for pid, (ppid, _) in table.items() if ppid in doomed} - doomed
@@ -143,11 +143,19 @@ def job_status(cluster, job_id: str) -> str:
 
 def test_job_submit_scale_metrics_and_faults(cluster):
     env, out_dir = cluster["env"], cluster["out"]
-    submitted = sh(
-        "ray", "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(REPO_ROOT), "--no-wait",
-        "--", "python", "launch.py", "train", "--config", "smoke", "--address", "auto", f"--run.name={RUN}",
-        f"--run.output_dir={out_dir}", "--learner.total_steps=40", "--run.log_every_s=1", env=env)
-    job_id = re.search(r"(raysubmit_\w+)", submitted).group(1)
+    submit = ["ray", "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(REPO_ROOT), "--no-wait",
+              "--", "python", "launch.py", "train", "--config", "smoke", "--address", "auto", f"--run.name={RUN}",
+              f"--run.output_dir={out_dir}", "--learner.total_steps=40", "--run.log_every_s=1"]
+
+    def submitted():
+        # A head node that has just started may not have its job agent yet ("No available agent"): retry.
+        out = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=120)
+        if out.returncode == 0:
+            return re.search(r"(raysubmit_\w+)", out.stdout + out.stderr).group(1)
+        if "No available agent" not in out.stdout + out.stderr:
+            raise AssertionError(f"ray job submit failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+        return None
+    job_id = wait_until(submitted, 120, "the job agent to accept the submission")
     try:
         wait_until(lambda: status(cluster)["phase"] == "rl", 240, "the RL phase")
         wait_until(lambda: len(alive(cluster, "Sampler")) == 1, 60, "the first sampler")

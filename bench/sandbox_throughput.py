@@ -8,7 +8,7 @@
 Each harness runs the same jobs with the same number of parallel workers, and the verdicts (pass / not pass)
 must agree. Besides the references (all passing), a set of broken programs checks agreement on failures.
 
-    python bench/sandbox.py [--data ../shared/data/mbpp/mbpp.jsonl] [--workers 2] [--limit N]
+    python bench/sandbox_throughput.py [--data ../shared/data/mbpp/mbpp.jsonl] [--workers 2] [--limit N]
 """
 from __future__ import annotations
 
