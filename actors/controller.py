@@ -330,7 +330,7 @@ class Controller:
 
     # --- live control ---------------------------------------------------------------------------------------
     def progress(self) -> dict[str, Any]:
-        return {"phase": self.phase, **self.progress_}
+        return {**self.progress_, "phase": self.phase}
 
     async def _scale_sandbox(self, n: int) -> None:
         """Resize the sandbox pool. Samplers switch to the new pool between batches; workers being removed are
