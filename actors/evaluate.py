@@ -201,7 +201,7 @@ def _evaluate_on_ray(model, kind, samplers, workers, limits, ray_address, chunks
     elif started:
         # address="local": a new embedded Ray even when `ray start` left a cluster on this machine (plain
         # ray.init() would join that one and refuse num_cpus).
-        ray.init(address="local", namespace="rltf-eval", num_cpus=max(os.cpu_count() or 1, samplers),
+        ray.init(address="local", _node_ip_address="127.0.0.1", namespace="rltf-eval", num_cpus=max(os.cpu_count() or 1, samplers),
                  include_dashboard=False, runtime_env={"env_vars": QUIET_ENV})
     actors, handles = [], []
     try:

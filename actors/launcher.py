@@ -45,8 +45,9 @@ def init_ray(address: str | None, namespace: str, cpus_needed: float) -> None:
     else:
         # The embedded Ray gets at least as many logical CPUs as the actor graph asks for: sandbox workers and
         # the buffer idle most of the time, so a 2-core machine can host the whole graph.
-        # address="local": always a new embedded cluster, even when another one runs on this machine.
-        ray.init(address="local", namespace=namespace, num_cpus=max(os.cpu_count() or 1, int(cpus_needed + 0.999)),
+        # address="local": always a new embedded cluster, even when another one runs on this machine; all of its
+        # traffic stays on the loopback interface.
+        ray.init(address="local", _node_ip_address="127.0.0.1", namespace=namespace, num_cpus=max(os.cpu_count() or 1, int(cpus_needed + 0.999)),
                  include_dashboard=False, log_to_driver=True, runtime_env={"env_vars": QUIET_ENV})
 
 
@@ -133,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
             return 1
     finally:
         ray.shutdown()
-    print(format_progress(summary))
+    if format_progress(summary) != last:
+        print(format_progress(summary))
     print("summary:", json.dumps({k: summary[k] for k in ("step", "version", "samples", "pass_rate", "mean_reward",
                                                           "checkpoint", "model_dir", "plots")}, indent=2, default=str))
     return 0

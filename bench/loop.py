@@ -230,7 +230,7 @@ def init_ray(cfg) -> None:
     from actors.launcher import QUIET_ENV, cpus_needed
 
     # As `launch.py train` does on one machine (actors.launcher.init_ray), without the actors' logs.
-    ray.init(address="local", namespace=cfg.run.namespace, num_cpus=max(CORES, int(cpus_needed(cfg) + 0.999)),
+    ray.init(address="local", _node_ip_address="127.0.0.1", namespace=cfg.run.namespace, num_cpus=max(CORES, int(cpus_needed(cfg) + 0.999)),
              include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": QUIET_ENV})
 
 

@@ -19,7 +19,7 @@ GOOD, BAD = "def add(a, b):\n    return a + b\n", "def add(a, b):\n    return 0\
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="sandbox-test", log_to_driver=False)
+    ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=2, include_dashboard=False, namespace="sandbox-test", log_to_driver=False)
     yield
     ray.shutdown()
 

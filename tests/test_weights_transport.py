@@ -100,7 +100,7 @@ class Receiver:
 def ray_local():
     # The actor classes and TinyNet live in this test module, which Ray's workers cannot import: ship them by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="test-weights", log_to_driver=False)
+    ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=4, include_dashboard=False, namespace="test-weights", log_to_driver=False)
     yield
     ray.shutdown()
 
