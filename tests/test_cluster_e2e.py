@@ -155,7 +155,8 @@ def test_job_submit_scale_metrics_and_faults(cluster):
         if "No available agent" not in out.stdout + out.stderr:
             raise AssertionError(f"ray job submit failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
         return None
-    job_id = wait_until(submitted, 120, "the job agent to accept the submission")
+    # Under load the head's job agent has been seen to take minutes to come up.
+    job_id = wait_until(submitted, 360, "the job agent to accept the submission")
     try:
         wait_until(lambda: status(cluster)["phase"] == "rl", 240, "the RL phase")
         wait_until(lambda: len(alive(cluster, "Sampler")) == 1, 60, "the first sampler")
