@@ -130,8 +130,11 @@ class OnlineBuffer:
         if batch_id is not None and batch_id in self.state.batch_ids:
             return len(trajectories)
         async with self.space:
+            # Never hold a batch back while the learner cannot start (fewer than min_fill held): that would
+            # deadlock when batches do not add up to min_fill exactly within max_unread.
             await self.space.wait_for(
                 lambda: self.closed or self.unread == 0 or self.unread + len(trajectories) <= self.max_unread
+                or len(self.state.entries) < self.cfg.min_fill
             )
             if self.closed:
                 return 0

@@ -55,7 +55,8 @@ class Controller:
         self.phase = "starting"
         self.progress_: dict[str, Any] = {}
         self.restarts = 0
-        self.started = time.time()
+        self.started = self.train_started = self.last_checkpoint = time.time()
+        self.offline_filled = False  # offline ablation: the fixed buffer is full and the samplers are gone
         self.metrics = RunMetrics(cfg.run.name, "controller")
 
     # --- building the graph --------------------------------------------------------------------------------
@@ -146,7 +147,9 @@ class Controller:
     # --- checkpoints ----------------------------------------------------------------------------------------
     async def _checkpoint(self) -> Path:
         directory = self.run_dir / "checkpoints" / f"step_{self.step:06d}"
-        state = {"step": self.step, "version": self.version, "phase": self.phase}
+        self.last_checkpoint = time.time()
+        state = {"step": self.step, "version": self.version, "phase": self.phase,
+                 "train_s": round(self.last_checkpoint - self.train_started, 2)}
         await asyncio.gather(*[r.save_checkpoint.remote(str(directory), state) for r in self.ranks])
         await self.buffer.snapshot.remote(str(directory))
         (directory / "state.json").write_text(json.dumps(state))
@@ -211,6 +214,67 @@ class Controller:
         self.metrics.record("rltf_learner_step_seconds", max(r["step_s"] for r in results), role="learner")
         return results[0]
 
+    def _out_of_time(self) -> bool:
+        limit = self.cfg.run.max_wall_s
+        if limit and time.time() - self.train_started > limit:
+            self.log.write({"kind": "event", "event": "max_wall_s reached", "step": self.step})
+            return True
+        return False
+
+    async def _maybe_checkpoint(self, steps_done: int) -> None:
+        learner = self.cfg.learner
+        by_steps = learner.checkpoint_every and steps_done % learner.checkpoint_every == 0
+        by_time = learner.checkpoint_every_s and time.time() - self.last_checkpoint >= learner.checkpoint_every_s
+        if by_steps or by_time:
+            await self._checkpoint()
+
+    async def _end_offline_sampling(self) -> None:
+        """Offline ablation: once the starting policy's samples fill the buffer, the samplers stop for good."""
+        accepted = (await self.buffer.stats.remote())["accepted"]
+        if accepted >= self.cfg.buffer.capacity:
+            # End them at once: a sampler held by back-pressure would only finish its batch after the learner
+            # reads, and the learner waits here. Its batch in flight is not needed.
+            self.target_samplers = 0
+            for name in list(self.samplers):
+                ray.kill(self.samplers.pop(name), no_restart=True)
+                self.sampler_runs.pop(name)
+                await self.store.forget.remote(name)
+            self.offline_filled = True
+            self.log.write({"kind": "event", "event": "offline_buffer_filled", "step": self.step, "accepted": accepted})
+
+    async def _start_phase(self) -> None:
+        if not self.cfg.learner.rl:
+            self.phase = "supervised"  # the control arm: no samplers, supervised steps only
+            return
+        # Samplers wait for the first published version before they generate anything. (With the collective
+        # transport, creating them forms the first broadcast group, which publishes.)
+        self.phase = "rl"
+        await self._apply_sampler_target()
+        if self.cfg.weights.transport != "collective":
+            await self._publish()
+
+    async def _rl_step(self) -> Optional[dict[str, Any]]:
+        """One optimizer step on a batch from the buffer (then publish); None while the buffer has no batch."""
+        cfg = self.cfg.learner
+        await self._watch_samplers()
+        if not cfg.online and not self.offline_filled:
+            await self._end_offline_sampling()
+        shards = await self.buffer.sample.remote(cfg.batch_size * cfg.grad_accum, len(self.ranks))
+        if shards is None:
+            return None
+        metrics = await self._learner_step(shards)
+        batch = [t for shard in shards for t in shard]
+        record = {
+            "kind": "learner", "step": self.step, "version": self.version,
+            "batch_pass_rate": sum(t.outcome == "passed" for t in batch) / len(batch),
+            "batch_mean_reward": sum(t.reward for t in batch) / len(batch),
+            "batch_staleness": sum(self.version - t.policy_version for t in batch) / len(batch),
+            **metrics,
+        }
+        if cfg.online and (self.step - cfg.warm_start_steps) % cfg.publish_every == 0:
+            await self._publish()
+        return record
+
     async def run(self) -> dict[str, Any]:
         cfg = self.cfg
         self.log = RunLog(self.run_dir)
@@ -219,48 +283,34 @@ class Controller:
         await self._build()
         if self.resume:
             await self._restore()
+        self.train_started = self.last_checkpoint = time.time()  # `max_wall_s` counts training, not start-up
         ws = cfg.learner.warm_start_steps
         if self.step < ws:
             self.phase = "warm_start"
-            while self.step < ws:
+            while self.step < ws and not self._out_of_time():
                 metrics = await self._learner_step(None)
                 self.progress_ = {"phase": self.phase, **metrics}
                 if self.step % 10 == 0 or self.step == ws:
                     self.log.write({"kind": "warm_start", **metrics})
-        # Samplers wait for the first published version before they generate anything. (With the collective
-        # transport, creating them forms the first broadcast group, which publishes.)
-        self.phase = "rl"
-        await self._apply_sampler_target()
-        if self.cfg.weights.transport != "collective":
-            await self._publish()
         total = ws + cfg.learner.total_steps
+        if self.step < total:
+            await self._start_phase()
         last_tick = 0.0
-        while self.step < total:
-            if cfg.run.max_wall_s and time.time() - self.started > cfg.run.max_wall_s:
-                self.log.write({"kind": "event", "event": "max_wall_s reached", "step": self.step})
-                break
-            await self._watch_samplers()
-            shards = await self.buffer.sample.remote(cfg.learner.batch_size * cfg.learner.grad_accum, len(self.ranks))
-            if shards is None:
-                await asyncio.sleep(0.2)
-                if time.time() - last_tick > cfg.run.log_every_s:
-                    last_tick = time.time()
-                    await self._tick({})
-                continue
-            metrics = await self._learner_step(shards)
-            batch = [t for shard in shards for t in shard]
-            record = {
-                "kind": "learner", "step": self.step, "version": self.version,
-                "batch_pass_rate": sum(t.outcome == "passed" for t in batch) / len(batch),
-                "batch_mean_reward": sum(t.reward for t in batch) / len(batch),
-                "batch_staleness": sum(self.version - t.policy_version for t in batch) / len(batch),
-                **metrics,
-            }
-            if (self.step - ws) % cfg.learner.publish_every == 0:
-                await self._publish()
-            if cfg.learner.checkpoint_every and (self.step - ws) % cfg.learner.checkpoint_every == 0:
-                await self._checkpoint()
-            if time.time() - last_tick > cfg.run.log_every_s or self.step == total:
+        while self.step < total and not self._out_of_time():
+            if cfg.learner.rl:
+                record = await self._rl_step()
+                if record is None:  # the buffer cannot give a batch yet
+                    await asyncio.sleep(0.2)
+                    if time.time() - last_tick > cfg.run.log_every_s:
+                        last_tick = time.time()
+                        await self._tick({})
+                    continue
+            else:
+                metrics = await self._learner_step(None)
+                record = {"kind": "learner", "step": self.step, **metrics}
+                self.progress_ = {"phase": self.phase, **metrics}
+            await self._maybe_checkpoint(self.step - ws)
+            if cfg.learner.rl and (time.time() - last_tick > cfg.run.log_every_s or self.step == total):
                 last_tick = time.time()
                 record.update(await self._tick(record))
             self.log.write(record)
@@ -328,6 +378,12 @@ class Controller:
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         return summary
 
+    def teardown(self) -> None:
+        """End every actor of this run (after `run`), so that another run can use the cluster's CPUs."""
+        for handle in [*self.samplers.values(), *self.ranks, *self.pool.handles, self.buffer, self.store]:
+            ray.kill(handle, no_restart=True)
+        self.samplers.clear()
+
     # --- live control ---------------------------------------------------------------------------------------
     def progress(self) -> dict[str, Any]:
         return {**self.progress_, "phase": self.phase}
@@ -391,7 +447,8 @@ class Controller:
             await self._scale_sandbox(num_sandbox_workers)
         if num_samplers is not None:
             self.target_samplers = num_samplers
-            if self.phase == "rl":  # before RL there are no weights worth sampling from yet
+            # Not before RL (no weights worth sampling from yet), nor once an offline run's buffer is full.
+            if self.phase == "rl" and not self.offline_filled:
                 await self._apply_sampler_target()
         self.log.write({"kind": "event", "event": "scale", "samplers": len(self.samplers),
                         "sandbox_workers": len(self.pool.handles)})

@@ -58,8 +58,8 @@ def cpus_needed(cfg) -> float:
 
 
 def format_progress(p: dict[str, Any]) -> str:
-    if p.get("phase") == "warm_start":
-        return f"[warm start] step {p.get('step', 0)} sl_nll {p.get('sl_nll', float('nan')):.3f} lr {p.get('lr', 0):.2e}"
+    if p.get("phase") in ("warm_start", "supervised") and "sl_nll" in p:
+        return f"[{p['phase'].replace('_', ' ')}] step {p.get('step', 0)} sl_nll {p.get('sl_nll', float('nan')):.3f} lr {p.get('lr', 0):.2e}"
     if "samples" not in p:
         return f"[{p.get('phase', '?')}]"
     versions = ",".join(str(v) for v in p.get("sampler_versions", {}).values())
@@ -73,11 +73,51 @@ def format_progress(p: dict[str, Any]) -> str:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run_controller(cfg, run_dir: Path, resume: bool = False, teardown: bool = False) -> dict[str, Any]:
+    """Run one training run on the connected Ray cluster, printing its progress lines; returns its summary.
+    ``teardown``: end the run's actors afterwards (for several runs on one cluster, as bench/learning.py does)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from actors.controller import Controller, checkpoint_dirs
+    from actors.controller import Controller
+
+    here = ray.get_runtime_context().get_node_id()
+    controller = ray.remote(Controller).options(
+        name=f"{cfg.run.name}:controller", num_cpus=0, max_concurrency=32,
+        # The controller writes the run directory: keep it on this (the driver's) node.
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
+    ).remote(cfg, str(Path(run_dir).resolve()), resume)
+    done = controller.run.remote()
+    last = ""
+    try:
+        while True:
+            ready, _ = ray.wait([done], timeout=cfg.run.log_every_s)
+            if ready:
+                break
+            try:
+                line = format_progress(ray.get(controller.progress.remote(), timeout=10))
+            except ray.exceptions.GetTimeoutError:
+                continue
+            if line != last:
+                print(line, flush=True)
+                last = line
+        summary = ray.get(done)
+    finally:
+        if teardown:
+            try:
+                ray.get(controller.teardown.remote(), timeout=60)
+            except ray.exceptions.RayError:
+                pass
+            ray.kill(controller, no_restart=True)
+    if format_progress(summary) != last:
+        print(format_progress(summary), flush=True)
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    import ray
+
+    from actors.controller import checkpoint_dirs
     from configs import ConfigError, load_config
 
     try:
@@ -102,40 +142,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"Ray cluster {address}: watch or resize this run with "
           f"`python launch.py status|scale --address {address} --run {cfg.run.name}`", flush=True)
     try:
-        here = ray.get_runtime_context().get_node_id()
-        controller = ray.remote(Controller).options(
-            name=f"{cfg.run.name}:controller", num_cpus=0, max_concurrency=32,
-            # The controller writes the run directory: keep it on this (the driver's) node.
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
-        ).remote(cfg, str(run_dir.resolve()), bool(args.resume))
-        done = controller.run.remote()
-        last = ""
-        while True:
-            ready, _ = ray.wait([done], timeout=cfg.run.log_every_s)
-            if ready:
-                break
-            try:
-                line = format_progress(ray.get(controller.progress.remote(), timeout=10))
-            except ray.exceptions.GetTimeoutError:
-                continue
-            if line != last:
-                print(line, flush=True)
-                last = line
-        try:
-            summary = ray.get(done)
-        except ray.exceptions.RayError as exc:
-            print(exc, file=sys.stderr)
-            lines = [l for l in str(exc).splitlines() if l.strip()]
-            print(f"\nerror: the run stopped: {lines[-1].strip()[:500] if lines else type(exc).__name__}\n"
-                  "(full traceback above and in the Ray logs)", file=sys.stderr)
-            if checkpoint_dirs(run_dir):
-                print(f"continue from the last checkpoint with: python launch.py train --resume {run_dir}",
-                      file=sys.stderr)
-            return 1
+        summary = run_controller(cfg, run_dir, resume=bool(args.resume))
+    except ray.exceptions.RayError as exc:
+        print(exc, file=sys.stderr)
+        lines = [l for l in str(exc).splitlines() if l.strip()]
+        print(f"\nerror: the run stopped: {lines[-1].strip()[:500] if lines else type(exc).__name__}\n"
+              "(full traceback above and in the Ray logs)", file=sys.stderr)
+        if checkpoint_dirs(run_dir):
+            print(f"continue from the last checkpoint with: python launch.py train --resume {run_dir}",
+                  file=sys.stderr)
+        return 1
     finally:
         ray.shutdown()
-    if format_progress(summary) != last:
-        print(format_progress(summary))
     print("summary:", json.dumps({k: summary[k] for k in ("step", "version", "samples", "pass_rate", "mean_reward",
                                                           "checkpoint", "model_dir", "plots")}, indent=2, default=str))
     return 0

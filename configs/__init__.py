@@ -165,6 +165,8 @@ def validate(cfg: Config) -> Config:
         "learner.supervised_ratio": cfg.learner.supervised_ratio,
         "learner.warmup_steps": cfg.learner.warmup_steps,
         "learner.weight_decay": cfg.learner.weight_decay,
+        "learner.checkpoint_every_s": cfg.learner.checkpoint_every_s,
+        "run.max_wall_s": cfg.run.max_wall_s,
     }
     for key, value in non_negative.items():
         if value < 0:
@@ -175,6 +177,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             f"buffer.min_fill ({cfg.buffer.min_fill}) exceeds buffer.capacity ({cfg.buffer.capacity})"
         )
+    if cfg.learner.warm_start_lr_end is not None and cfg.learner.warm_start_lr_end <= 0:
+        raise ConfigError(f"learner.warm_start_lr_end: must be > 0 or null, got {cfg.learner.warm_start_lr_end}")
     if cfg.learner.importance_clip is not None and cfg.learner.importance_clip <= 0:
         raise ConfigError(f"learner.importance_clip: must be > 0 or null, got {cfg.learner.importance_clip}")
     return cfg

@@ -17,7 +17,7 @@ class RunConfig:
     seed: int = 0
     namespace: str = "rltf"  # Ray namespace: named actors of a run live here
     log_every_s: float = 5.0  # progress line period
-    max_wall_s: float = 0.0  # stop after this long (0 = no limit)
+    max_wall_s: float = 0.0  # stop after this many seconds of training, counted once the actors are up (0 = none)
 
 
 @dataclass
@@ -100,8 +100,16 @@ class LearnerConfig:
     total_steps: int = 200  # optimizer steps of RL training
     warm_start_steps: int = 0  # supervised steps on reference solutions before RL
     warm_start_lr: float = 1e-3
+    warm_start_lr_end: Optional[float] = None  # decay linearly to this over the warm start (None: constant)
     publish_every: int = 2  # push weights to samplers every K optimizer steps
     checkpoint_every: int = 50  # 0 = only at the end
+    checkpoint_every_s: float = 0.0  # also checkpoint every this many seconds of training (0 = off)
+    # False: the supervised-only control: the same optimizer steps with each RL micro-step replaced by a
+    # supervised one, and no samplers.
+    rl: bool = True
+    # False: the offline ablation: the samplers fill the buffer once (buffer.capacity trajectories) from the
+    # starting policy and stop; the learner then trains on that fixed buffer.
+    online: bool = True
     importance_clip: Optional[float] = None  # truncated importance weight min(c, p/p_behaviour); None = off
     num_cpus: float = 1.0  # Ray resources per learner rank
     num_gpus: float = 0.0

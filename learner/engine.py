@@ -54,9 +54,13 @@ def build_deepspeed_config(cfg: LearnerConfig) -> dict[str, Any]:
 
 
 def lr_multiplier(step: int, cfg: LearnerConfig) -> float:
-    """Warm start at ``warm_start_lr``, then linear warm-up to ``lr`` over ``warmup_steps`` RL steps, then flat."""
+    """Warm start at ``warm_start_lr`` (decaying linearly to ``warm_start_lr_end`` if set), then linear warm-up to
+    ``lr`` over ``warmup_steps`` RL steps, then flat."""
     if step < cfg.warm_start_steps:
-        return cfg.warm_start_lr / cfg.lr
+        lr = cfg.warm_start_lr
+        if cfg.warm_start_lr_end is not None:
+            lr += (cfg.warm_start_lr_end - cfg.warm_start_lr) * step / max(cfg.warm_start_steps - 1, 1)
+        return lr / cfg.lr
     rl_step = step - cfg.warm_start_steps
     if cfg.warmup_steps <= 0:
         return 1.0

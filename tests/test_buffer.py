@@ -54,6 +54,21 @@ def test_back_pressure_blocks_until_learner_reads():
     run(go())
 
 
+def test_back_pressure_never_holds_a_batch_while_below_min_fill():
+    async def go():
+        # Batches of uneven size (a sampler dropping zero-return programs): 5 unread + 3 > max_unread 6, but the
+        # learner cannot read before min_fill 6 either, so waiting would deadlock.
+        buf = OnlineBuffer(BufferConfig(capacity=20, min_fill=6, max_unread=6))
+        await buf.put([traj(i) for i in range(5)])
+        assert await asyncio.wait_for(buf.put([traj(i) for i in range(5, 8)]), 1.0) == 3
+        blocked = asyncio.create_task(buf.put([traj(100)]))  # now min_fill is reached: back-pressure holds
+        await asyncio.sleep(0.05)
+        assert not blocked.done()
+        await buf.sample(4, 1)
+        assert await asyncio.wait_for(blocked, 1.0) == 1
+    run(go())
+
+
 def test_close_releases_waiting_samplers():
     async def go():
         buf = OnlineBuffer(BufferConfig(capacity=2, min_fill=1))

@@ -44,6 +44,10 @@ def test_overrides_apply_with_types():
         ("--sampler.top_p=1.5", "sampler.top_p"),
         ("--learner.lr=0", "learner.lr"),
         ("--buffer.min_fill=100000", "buffer.min_fill"),
+        ("--learner.warm_start_lr_end=0", "learner.warm_start_lr_end"),
+        ("--learner.checkpoint_every_s=-1", "learner.checkpoint_every_s"),
+        ("--run.max_wall_s=-5", "run.max_wall_s"),
+        ("--learner.online=maybe", "learner.online"),
         ("learner.lr", "learner.lr"),
     ],
 )
@@ -81,3 +85,15 @@ def test_resource_mappings_are_typed():
         load_config("smoke", ["--sampler.resources=3"])
     with pytest.raises(ConfigError, match=r"sampler\.resources\.slot"):
         load_config("smoke", ["--sampler.resources={slot: many}"])
+
+
+def test_learning_rate_schedule_warm_start_decay_then_rl_warmup():
+    from learner.engine import lr_multiplier
+
+    cfg = load_config("smoke", ["--learner.warm_start_steps=11", "--learner.warm_start_lr=1e-3",
+                                "--learner.warm_start_lr_end=2e-4", "--learner.lr=1e-4", "--learner.warmup_steps=4"])
+    lrs = [lr_multiplier(step, cfg.learner) * cfg.learner.lr for step in range(11 + 6)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[5] == pytest.approx(6e-4) and lrs[10] == pytest.approx(2e-4)
+    assert lrs[11:] == pytest.approx([2.5e-5, 5e-5, 7.5e-5, 1e-4, 1e-4, 1e-4])  # RL warm-up from the warm start's end
+    constant = load_config("smoke", ["--learner.warm_start_steps=11", "--learner.warm_start_lr=1e-3"]).learner
+    assert [lr_multiplier(s, constant) * constant.lr for s in range(11)] == pytest.approx([1e-3] * 11)
