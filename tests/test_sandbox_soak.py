@@ -117,4 +117,5 @@ def test_soak_5000_programs_leaves_no_trace():
             assert not verdict.passed, verdict.summary()
         else:
             assert verdict.outcome == want, verdict.summary()
-    assert after == before, f"resources before {before}, after {after}"
+    # No growth: one fewer descriptor happens when an object left by an earlier test closes its file mid-soak.
+    assert after[0] <= before[0] and after[1:] == before[1:], f"resources before {before}, after {after}"
