@@ -103,17 +103,19 @@ class Controller:
         self.sampler_runs[name] = actor.run.remote()
         return name
 
-    async def _remove_sampler(self, name: str) -> dict[str, Any]:
-        """Let the sampler finish and push its in-flight batch, then end it."""
+    async def _remove_sampler(self, name: str, wait: bool = True) -> dict[str, Any]:
+        """End a sampler. ``wait``: let it finish and push its in-flight batch first; otherwise end it at once
+        (its batch in flight is lost)."""
         actor = self.samplers.pop(name)
         run_ref = self.sampler_runs.pop(name)
         status: dict[str, Any] = {}
-        try:
-            await actor.stop.remote()
-            if run_ref is not None:
-                status = await run_ref
-        except ray.exceptions.RayError:
-            pass  # it died on its way out: nothing of it was accepted after its last acknowledged put
+        if wait:
+            try:
+                await actor.stop.remote()
+                if run_ref is not None:
+                    status = await run_ref
+            except ray.exceptions.RayError:
+                pass  # it died on its way out: nothing of it was accepted after its last acknowledged put
         ray.kill(actor, no_restart=True)
         await self.store.forget.remote(name)
         return status
@@ -236,9 +238,7 @@ class Controller:
             # reads, and the learner waits here. Its batch in flight is not needed.
             self.target_samplers = 0
             for name in list(self.samplers):
-                ray.kill(self.samplers.pop(name), no_restart=True)
-                self.sampler_runs.pop(name)
-                await self.store.forget.remote(name)
+                await self._remove_sampler(name, wait=False)
             self.offline_filled = True
             self.log.write({"kind": "event", "event": "offline_buffer_filled", "step": self.step, "accepted": accepted})
 

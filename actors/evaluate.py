@@ -94,10 +94,12 @@ def grade(pool, problems: Sequence, samples: Sequence[dict], use_grading_tests: 
 
 
 def summarise(problems: Sequence, samples: Sequence[dict], verdicts: Sequence, ks: Sequence[int]) -> dict:
-    """pass@k and the outcome mix overall, by APPS difficulty and by synthetic template kind where they apply."""
+    """pass@k and the outcome mix overall, by APPS difficulty, by synthetic template kind and by template where they
+    apply."""
     groupings = {
         "difficulty": {p.problem_id: p.difficulty for p in problems if p.difficulty},
         "template_kind": {p.problem_id: p.meta["template_kind"] for p in problems if p.meta.get("template_kind")},
+        "template": {p.problem_id: p.meta["template"] for p in problems if p.meta.get("template")},
     }
     tallies = tally([s["problem_id"] for s in samples], [v.outcome for v in verdicts])
     return report(tallies, ks, groupings)

@@ -2,7 +2,7 @@
 
 One loop per sampler (`run`), one batch of problems per turn:
 
-    refresh weights if a newer version is published  ->  N samples + 1 greedy per problem
+    refresh weights if a newer version is published  ->  N samples (+ 1 greedy) per problem
     ->  sandbox pool (parallel workers)  ->  rewards  ->  online buffer (waits under back-pressure)
 
 It is a threaded Ray actor (``max_concurrency`` > 1): `run` loops in one thread while `status` and `stop` answer
@@ -22,7 +22,7 @@ from typing import Any, Optional
 from actors.types import SamplerStatus, Trajectory
 from cluster.metrics import RunMetrics
 from configs.schema import Config
-from rewards import BaselineTracker, score_program
+from rewards import BaselineTracker, group_baselines, score_program
 from tasks.problem import Problem
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,14 @@ class Sampler:
         self.policy.model.eval()
         self.version = 0
         self.baselines = BaselineTracker(cfg.reward.baseline)
+        # Greedy decodes only feed the `greedy` and `best` baselines; `group` and `none` do without them.
+        self.decodes_greedy = cfg.sampler.greedy_baseline and cfg.reward.baseline in ("greedy", "best")
         self.rng = random.Random(f"{cfg.run.seed}/{sampler_id}")
-        self.order: list[int] = []
+        indices = range(len(self.problems))
+        self.pools = {"all": list(indices),
+                      "free": [i for i in indices if not self.problems[i].trainable_reference],
+                      "referenced": [i for i in indices if self.problems[i].trainable_reference]}
+        self.order: dict[str, list[int]] = {kind: [] for kind in self.pools}
         self.status_ = SamplerStatus(sampler_id=sampler_id, policy_version=0, extra={"pid": os.getpid(), "pool_generation": 0})
         self.stopping = False
         self.running = False
@@ -73,12 +79,19 @@ class Sampler:
 
     # --- one batch -----------------------------------------------------------------------------------------
     def _next_problems(self) -> list[Problem]:
+        """Each problem once per pass over a shuffled order; with ``reference_free_share`` set, that share of
+        the slots goes to problems without a trainable reference (those only RL can teach), each kind in its
+        own shuffled order."""
+        share = self.cfg.sampler.reference_free_share
         batch = []
         while len(batch) < self.cfg.sampler.problems_per_batch:
-            if not self.order:
-                self.order = list(range(len(self.problems)))
-                self.rng.shuffle(self.order)
-            batch.append(self.problems[self.order.pop()])
+            kind = "all" if share is None else ("free" if self.rng.random() < share else "referenced")
+            if not self.pools[kind]:
+                kind = "all"  # no problem of that kind at all
+            if not self.order[kind]:
+                self.order[kind] = list(self.pools[kind])
+                self.rng.shuffle(self.order[kind])
+            batch.append(self.problems[self.order[kind].pop()])
         return batch
 
     def _prompt(self, problem: Problem) -> list[int]:
@@ -100,7 +113,7 @@ class Sampler:
         samples = generate_programs(pol.model, pol.tokenizer, prompts, num_samples=cfg.sampler.samples_per_problem,
                                     temperature=cfg.sampler.temperature, top_p=cfg.sampler.top_p, **gen)
         greedy = (generate_programs(pol.model, pol.tokenizer, prompts, num_samples=1, greedy=True, **gen)
-                  if cfg.sampler.greedy_baseline else [])
+                  if self.decodes_greedy else [])
         jobs = [(problems[s.prompt_index], problems[s.prompt_index].program_prefix + s.text) for s in samples + greedy]
         verdicts = self.pool.run(jobs)
         sample_verdicts, greedy_verdicts = verdicts[: len(samples)], verdicts[len(samples):]
@@ -111,22 +124,36 @@ class Sampler:
             if scored is not None:
                 self.baselines.observe_greedy(problems[g.prompt_index].problem_id, scored.reward)
 
-        trajectories = []
-        now = time.time()
         st = self.status_
+        graded, baselines = [], []  # (sample, verdict, scored), and the baseline of each
         for s, verdict in zip(samples, sample_verdicts):
             st.outcomes[verdict.outcome] = st.outcomes.get(verdict.outcome, 0) + 1
             problem = problems[s.prompt_index]
-            baseline = self.baselines.baseline(problem.problem_id)
             scored = score_program(verdict, problem, s, pol.tokenizer, cfg.reward)
             if scored is None:
                 continue  # infra_error: the sandbox failed, not the program; no reward either way
-            self.baselines.observe_sample(problem.problem_id, scored.reward)
+            graded.append((s, verdict, scored))
+            baselines.append(self.baselines.baseline(problem.problem_id))
+            self.baselines.observe_sample(problem.problem_id, scored.reward)  # after: never its own baseline
+        if cfg.reward.baseline == "group":
+            baselines = group_baselines([s.prompt_index for s, _, _ in graded], [sc.reward for _, _, sc in graded])
+        if cfg.reward.baseline_cap is not None:
+            baselines = [min(b, cfg.reward.baseline_cap) for b in baselines]
+
+        trajectories = []
+        now = time.time()
+        for (s, verdict, scored), baseline in zip(graded, baselines):
+            st.samples += 1
+            st.passed += verdict.outcome == "passed"
+            st.reward_sum += scored.reward
+            returns = scored.returns(baseline)
+            if cfg.sampler.skip_zero_returns and not returns.any():
+                continue  # no gradient in it, only learner time
             trajectories.append(Trajectory(
-                problem_id=problem.problem_id,
+                problem_id=problems[s.prompt_index].problem_id,
                 prompt_ids=prompts[s.prompt_index],
                 program_ids=s.token_ids,
-                returns=scored.returns(baseline).tolist(),
+                returns=returns.tolist(),
                 behaviour_logprobs=s.logprobs,
                 policy_version=self.version,
                 reward=scored.reward,
@@ -137,9 +164,6 @@ class Sampler:
                 sampler_id=self.sampler_id,
                 created_at=now,
             ))
-            st.samples += 1
-            st.passed += verdict.outcome == "passed"
-            st.reward_sum += scored.reward
         st.problems += len(problems)
         self.metrics.record("rltf_samples_total", len(trajectories), sampler=self.sampler_id)
         for outcome, count in collections.Counter(v.outcome for v in verdicts).items():

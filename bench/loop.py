@@ -94,7 +94,7 @@ def bench_generation(cfg, sampler, reps: int) -> dict:
         t = time.perf_counter()
         trajectories = sampler.sample_batch()
         whole.append(time.perf_counter() - t)
-    programs = batch + (len(prompts) if s.greedy_baseline else 0)
+    programs = batch + (len(prompts) if sampler.decodes_greedy else 0)
     return {
         "batch": f"{len(prompts)} prompts x {n} samples, {new} new tokens, T={s.temperature}, top_p={s.top_p}",
         "torch_threads": torch.get_num_threads(), "reps": reps, "same_tokens": same,

@@ -173,6 +173,9 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}: must be >= 0, got {value}")
     if not 0 < cfg.sampler.top_p <= 1:
         raise ConfigError(f"sampler.top_p: must be in (0, 1], got {cfg.sampler.top_p}")
+    share = cfg.sampler.reference_free_share
+    if share is not None and not 0 <= share <= 1:
+        raise ConfigError(f"sampler.reference_free_share: must be in [0, 1] or null, got {share}")
     if cfg.buffer.min_fill > cfg.buffer.capacity:
         raise ConfigError(
             f"buffer.min_fill ({cfg.buffer.min_fill}) exceeds buffer.capacity ({cfg.buffer.capacity})"

@@ -42,11 +42,17 @@ class DataConfig:
 @dataclass
 class SamplerConfig:
     num_samplers: int = 1
-    samples_per_problem: int = 4  # N sampled programs per problem, plus one greedy baseline
+    samples_per_problem: int = 4  # N sampled programs per problem (plus one greedy decode, see greedy_baseline)
     problems_per_batch: int = 4
     temperature: float = 1.0
     top_p: float = 0.95
-    greedy_baseline: bool = True
+    greedy_baseline: bool = True  # decode greedily too, for reward.baseline greedy or best (no use otherwise)
+    # Leave out programs whose per-token returns are all 0 (with the `group` baseline: every sample of the problem
+    # scored the same, and no line was blamed). They add nothing to the RL gradient but cost learner time.
+    skip_zero_returns: bool = False
+    # Share of each batch's problems drawn from those without a trainable reference (tests only: what RL is for;
+    # the supervised anchor already trains on the others). None: every problem equally often.
+    reference_free_share: Optional[float] = None
     num_cpus: float = 1.0  # Ray resources per sampler actor
     num_gpus: float = 0.0
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources, e.g. {sampler_slot: 1}
@@ -74,7 +80,12 @@ class RewardConfig:
     adaptive: bool = True  # failed programs earn -0.3 + 1.3 * pass_ratio
     fine_grained: bool = True  # extra penalty on the blamed tokens
     fine_grained_scale: Literal["flat", "paper"] = "flat"  # flat: released code; paper: scaled by T / blamed
-    baseline: Literal["greedy", "best", "none"] = "greedy"
+    # greedy: the latest greedy decode's reward (released code); best: the best reward seen (paper); group: the mean
+    # reward of the problem's other samples in the same batch (leave-one-out); none: 0
+    baseline: Literal["greedy", "best", "group", "none"] = "greedy"
+    # An upper bound on the baseline (None: none). 0 keeps a solved problem's passing programs reinforced (+1), and
+    # a problem's failures never pushed below what its other samples scored unless those passed.
+    baseline_cap: Optional[float] = None
     penalty: float = 0.3
 
 

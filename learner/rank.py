@@ -38,7 +38,7 @@ def supervised_examples(problems: Sequence[Problem], tokenizer, cfg: Config) -> 
 
     out = []
     for problem in problems:
-        if not problem.solutions or problem.meta.get("supervised") is False:
+        if not problem.trainable_reference:
             continue
         prompt_ids = encode_prompt(tokenizer, problem.prompt, cfg.model.max_prompt_tokens)
         for solution in problem.solutions[:1]:

@@ -20,6 +20,7 @@ from rewards.fine_grained import Blame, classify
 from rewards.returns import (
     BaselineTracker,
     batch_token_returns,
+    group_baselines,
     pad_returns,
     penalty_per_token,
     reward_settings,
@@ -30,7 +31,7 @@ from sandbox.verdict import Verdict
 
 __all__ = [
     "BaselineTracker", "Blame", "NoRewardError", "ScoredProgram", "TokenMaskError", "adaptive_reward",
-    "batch_token_returns", "blame_mask", "classify", "coarse_reward", "line_token_mask", "outcome_reward",
+    "batch_token_returns", "blame_mask", "classify", "coarse_reward", "group_baselines", "line_token_mask", "outcome_reward",
     "pad_returns", "penalty_per_token", "reward_settings", "score", "score_program", "token_returns",
     "verdict_rewards",
 ]

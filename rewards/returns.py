@@ -2,7 +2,8 @@
 
 - Baseline (`BaselineTracker`, one per sampler, remembering each problem): ``greedy`` = the reward of the latest
   greedy decode of the problem (the released code), ``best`` = the best reward seen for the problem (the paper),
-  ``none`` = 0.
+  ``group`` = the mean reward of the problem's other samples in the same batch (`group_baselines`; leave-one-out,
+  so a sample is never its own baseline), ``none`` = 0.
 - Penalty on blamed tokens: ``flat`` = ``penalty`` (0.3, the released code); ``paper`` = ``penalty * T / B``
   with T the program's tokens and B the blamed ones.
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from configs.schema import RewardConfig
 
-BASELINES = ("greedy", "best", "none")
+BASELINES = ("greedy", "best", "group", "none")
 SCALES = ("flat", "paper")
 
 
@@ -44,6 +45,9 @@ def reward_settings(cfg: Any = None, **overrides: Any) -> RewardConfig:
         raise ValueError(
             f"reward settings: fine_grained_scale must be one of {SCALES}, got {settings.fine_grained_scale!r}"
         )
+    cap = settings.baseline_cap
+    if cap is not None and (not isinstance(cap, (int, float)) or isinstance(cap, bool)):
+        raise ValueError(f"reward settings: baseline_cap must be a number or null, got {cap!r}")
     for name in ("adaptive", "fine_grained"):
         if not isinstance(getattr(settings, name), bool):
             raise ValueError(f"reward settings: {name} must be true or false, got {getattr(settings, name)!r}")
@@ -52,13 +56,32 @@ def reward_settings(cfg: Any = None, **overrides: Any) -> RewardConfig:
     return settings
 
 
+def group_baselines(groups: Sequence[Any], rewards: Sequence[float]) -> list[float]:
+    """Leave-one-out baselines: for each program, the mean reward of the *other* programs of its group (its
+    problem, in one sampler batch); 0 for a program alone in its group. Returns then sum to zero within a group
+    (before the fine-grained penalty): a problem every sample passes, or every sample fails, teaches nothing,
+    and the passing samples of a mixed problem are pushed up exactly as far as the failing ones are pushed down."""
+    if len(groups) != len(rewards):
+        raise ValueError(f"{len(groups)} groups for {len(rewards)} rewards")
+    totals: dict[Any, list[float]] = {}
+    for g, r in zip(groups, rewards):
+        entry = totals.setdefault(g, [0.0, 0])
+        entry[0] += r
+        entry[1] += 1
+    out = []
+    for g, r in zip(groups, rewards):
+        total, count = totals[g]
+        out.append((total - r) / (count - 1) if count > 1 else 0.0)
+    return out
+
+
 class BaselineTracker:
     """Per-problem memory of rewards for the baseline ``R(w_baseline)``.
 
     The sampler reports every scored program (`observe_greedy` for the greedy decode, `observe_sample` for the
     others) and asks `baseline` before it reports a sample, so a sample is never its own baseline. A problem
     with no greedy decode yet has baseline 0 in ``greedy`` mode; ``best`` counts every program seen so far,
-    greedy or sampled.
+    greedy or sampled. ``group`` needs the whole batch (`group_baselines`): here, like ``none``, it is 0.
     """
 
     def __init__(self, mode: str = "greedy"):

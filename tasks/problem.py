@@ -62,6 +62,12 @@ class Problem:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def trainable_reference(self) -> bool:
+        """Whether supervised training may learn from a reference solution (``meta["supervised"]`` False
+        withholds them: the problem has tests only, and only RL can learn from it)."""
+        return bool(self.solutions) and self.meta.get("supervised") is not False
+
+    @property
     def eval_tests(self) -> TestSuite:
         """Tests to grade with when evaluating: the stronger grading tests where they exist."""
         return self.grading_tests if self.grading_tests is not None else self.tests

@@ -13,6 +13,7 @@ from rewards import (
     batch_token_returns,
     classify,
     coarse_reward,
+    group_baselines,
     pad_returns,
     reward_settings,
     score,
@@ -185,6 +186,20 @@ def test_best_and_none_baselines():
     assert none.baseline("p") == 0.0
     with pytest.raises(ValueError, match="baseline mode"):
         BaselineTracker("mean")
+
+
+def test_group_baselines_are_the_mean_of_the_other_samples_of_the_same_problem():
+    rewards = [1.0, -0.3, -0.3, -1.0, 1.0, 1.0, 0.35]
+    groups = ["a", "a", "a", "a", "b", "b", "c"]
+    baselines = group_baselines(groups, rewards)
+    assert baselines == pytest.approx([(-0.3 - 0.3 - 1.0) / 3, (1.0 - 0.3 - 1.0) / 3, (1.0 - 0.3 - 1.0) / 3,
+                                       (1.0 - 0.3 - 0.3) / 3, 1.0, 1.0, 0.0])
+    advantages = [r - b for r, b in zip(rewards, baselines)]
+    assert advantages[0] > 0 > advantages[3]  # the pass is pushed up, the compile error down
+    assert advantages[4] == advantages[5] == 0.0  # every sample passed: nothing to learn from this problem
+    assert sum(advantages[:4]) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="2 groups for 3 rewards"):
+        group_baselines(["a", "b"], [1.0, 0.0, 0.0])
 
 
 def test_reward_settings_accept_dataclass_mapping_keywords_and_name_bad_values():
