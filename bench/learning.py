@@ -1,6 +1,6 @@
 """The learning experiment: does RL from unit tests teach what reference solutions cannot?
 
-    python bench/learning.py            # the whole experiment: about 40 minutes on 2 CPU cores
+    python bench/learning.py            # the whole experiment: 43 minutes on 2 CPU cores
     python bench/learning.py --quick    # every code path in a few minutes; its numbers mean nothing
 
 1. Warm start (one run, shared by every arm): supervised training on the references of the `supervised`

@@ -83,8 +83,8 @@ class RewardConfig:
     # greedy: the latest greedy decode's reward (released code); best: the best reward seen (paper); group: the mean
     # reward of the problem's other samples in the same batch (leave-one-out); none: 0
     baseline: Literal["greedy", "best", "group", "none"] = "greedy"
-    # An upper bound on the baseline (None: none). 0 keeps a solved problem's passing programs reinforced (+1), and
-    # a problem's failures never pushed below what its other samples scored unless those passed.
+    # An upper bound on the baseline (None: no bound). At 0 a passing program always earns at least +1, so problems
+    # the policy already solves stay reinforced; below 0 (problems whose samples mostly fail) returns stay centred.
     baseline_cap: Optional[float] = None
     penalty: float = 0.3
 

@@ -31,9 +31,9 @@ from sandbox.verdict import Verdict
 
 __all__ = [
     "BaselineTracker", "Blame", "NoRewardError", "ScoredProgram", "TokenMaskError", "adaptive_reward",
-    "batch_token_returns", "blame_mask", "classify", "coarse_reward", "group_baselines", "line_token_mask", "outcome_reward",
-    "pad_returns", "penalty_per_token", "reward_settings", "score", "score_program", "token_returns",
-    "verdict_rewards",
+    "batch_token_returns", "blame_mask", "classify", "coarse_reward", "group_baselines", "line_token_mask",
+    "outcome_reward", "pad_returns", "penalty_per_token", "reward_settings", "score", "score_program",
+    "token_returns", "verdict_rewards",
 ]
 
 
