@@ -101,7 +101,7 @@ def template_table(results: dict, arms: dict) -> list[str]:
 
 def verdicts(results: dict, arms: dict) -> list[str]:
     names = [a for a in arms if any(r["arm"] == a for r in results["runs"])]
-    pairs = [("rltf", "supervised")]
+    pairs = [(a, "supervised") for a in ("rltf", "coarse", "coarse+fine", "offline")]  # each against the control
     ladder = [a for a in ("supervised", "coarse", "coarse+fine", "rltf") if a in names]
     pairs += [(b, a) for a, b in zip(ladder, ladder[1:]) if (b, a) not in pairs]
     pairs += [("rltf", "offline")]
