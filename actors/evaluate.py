@@ -194,17 +194,10 @@ def _evaluate_on_ray(model, kind, samplers, workers, limits, ray_address, chunks
                      collect):
     import ray
 
-    from actors.launcher import QUIET_ENV
+    from cluster.connect import init_ray
     from sandbox.pool import RaySandboxPool, create_sandbox_workers
 
-    started = not ray.is_initialized()
-    if started and ray_address:
-        ray.init(address=ray_address, namespace="rltf-eval")
-    elif started:
-        # address="local": a new embedded Ray even when `ray start` left a cluster on this machine (plain
-        # ray.init() would join that one and refuse num_cpus).
-        ray.init(address="local", _node_ip_address="127.0.0.1", namespace="rltf-eval", num_cpus=max(os.cpu_count() or 1, samplers),
-                 include_dashboard=False, runtime_env={"env_vars": QUIET_ENV})
+    started = init_ray(ray_address, "rltf-eval", num_cpus=samplers)
     actors, handles = [], []
     try:
         # Sandbox workers reserve no CPU: they wait on their children, and the samplers wait while they grade.

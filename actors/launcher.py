@@ -14,10 +14,6 @@ from pathlib import Path
 from typing import Any
 
 
-# Actor processes: no per-file progress bars from transformers / huggingface_hub in the run's log.
-QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="local", help="a preset name (configs/*.yaml) or a YAML file [local]")
     parser.add_argument("--address", default=None,
@@ -35,20 +31,6 @@ def resolve_run_dir(cfg, resume: str | None) -> Path:
     if run_dir.exists() and any(run_dir.iterdir()):
         run_dir = run_dir.with_name(f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     return run_dir
-
-
-def init_ray(address: str | None, namespace: str, cpus_needed: float) -> None:
-    import ray
-
-    if address:
-        ray.init(address=address, namespace=namespace, log_to_driver=True)
-    else:
-        # The embedded Ray gets at least as many logical CPUs as the actor graph asks for: sandbox workers and
-        # the buffer idle most of the time, so a 2-core machine can host the whole graph.
-        # address="local": always a new embedded cluster, even when another one runs on this machine; all of its
-        # traffic stays on the loopback interface.
-        ray.init(address="local", _node_ip_address="127.0.0.1", namespace=namespace, num_cpus=max(os.cpu_count() or 1, int(cpus_needed + 0.999)),
-                 include_dashboard=False, log_to_driver=True, runtime_env={"env_vars": QUIET_ENV})
 
 
 def cpus_needed(cfg) -> float:
@@ -118,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     from actors.controller import checkpoint_dirs
+    from cluster.connect import init_ray
     from configs import ConfigError, load_config
 
     try:

@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import ray
 
-    from actors.launcher import init_ray
+    from cluster.connect import init_ray
 
     began = time.time()
     out_dir = Path(args.out_dir).resolve()

@@ -33,6 +33,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
+from actors.launcher import cpus_needed  # noqa: E402
+from cluster.connect import init_ray  # noqa: E402
 from configs import load_config  # noqa: E402
 
 CORES = os.cpu_count() or 1
@@ -224,16 +226,6 @@ def combine(windows: list[dict]) -> dict:
 
 
 # --- Ray parts ---------------------------------------------------------------------------------------------------
-def init_ray(cfg) -> None:
-    import ray
-
-    from actors.launcher import QUIET_ENV, cpus_needed
-
-    # As `launch.py train` does on one machine (actors.launcher.init_ray), without the actors' logs.
-    ray.init(address="local", _node_ip_address="127.0.0.1", namespace=cfg.run.namespace, num_cpus=max(CORES, int(cpus_needed(cfg) + 0.999)),
-             include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": QUIET_ENV})
-
-
 def build_model_dir(tmp: str, size) -> tuple[str, int, int]:
     """A GPT-2 of the given shape saved with the tiny preset's tokenizer, so `Sampler` loads it like any policy."""
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
@@ -421,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         sync_windows = [sync_loop.measure(window / 2)]
         import ray
 
-        init_ray(cfg)
+        init_ray(None, cfg.run.namespace, cpus_needed(cfg), log_to_driver=False)
         try:
             print(f"3/4 weight push ... ({time.time() - started:.0f} s)", flush=True)
             results["weight_push"] = bench_weight_push(cfg, problems, tmp, sizes, max(2, reps // 2))

@@ -12,6 +12,7 @@ import torch
 
 ray = pytest.importorskip("ray")
 
+from cluster.connect import init_ray  # noqa: E402
 from learner.collective import (  # noqa: E402
     WeightGroupError, flatten_state_dict, form_weight_group, unflatten_state_dict,
 )
@@ -100,7 +101,7 @@ class Receiver:
 def ray_local():
     # The actor classes and TinyNet live in this test module, which Ray's workers cannot import: ship them by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=4, include_dashboard=False, namespace="test-weights", log_to_driver=False)
+    init_ray(None, "test-weights", num_cpus=4, log_to_driver=False)
     yield
     ray.shutdown()
 
