@@ -102,7 +102,7 @@ def checkpoints(run_dir: Path) -> list[tuple[float, Path]]:
 
 
 def evaluate_model(model_dir: Path, problems, args, seed: int) -> dict:
-    from actors.evaluate import evaluate
+    from evaluation.evaluate import evaluate
 
     result = evaluate(str(model_dir), problems, n=args.eval_n, ks=(1, 5), temperature=args.eval_temperature,
                       top_p=0.95, max_new_tokens=args.max_new_tokens, max_prompt_tokens=192, samplers=2, workers=2, seed=seed,

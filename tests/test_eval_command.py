@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import launch
-from actors.evaluate import GREEDY_NOTE, evaluate
+from evaluation.evaluate import GREEDY_NOTE, evaluate
 from models import ensure_tiny
 from tasks import load_problems
 
