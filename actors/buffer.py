@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from actors.types import Trajectory
 from configs.schema import BufferConfig
-
+from rewards.trajectory import Trajectory
 
 _REMEMBERED_BATCHES = 10_000
 

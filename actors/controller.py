@@ -331,17 +331,17 @@ class Controller:
         """Gather sampler and buffer statistics into the progress line."""
         statuses = await self._sampler_statuses()
         buffer = await self.buffer.stats.remote(self.version)
-        samples = sum(s["samples"] for s in statuses)
+        samples = sum(s.samples for s in statuses)
         elapsed = time.time() - self.started
         progress = {
             "phase": self.phase, "step": self.step, "version": self.version, "elapsed_s": round(elapsed, 1),
             "samples": samples, "samples_per_s": samples / max(elapsed, 1e-9),
-            "pass_rate": sum(s["passed"] for s in statuses) / max(samples, 1),
-            "mean_reward": sum(s["reward_sum"] for s in statuses) / max(samples, 1),
+            "pass_rate": sum(s.passed for s in statuses) / max(samples, 1),
+            "mean_reward": sum(s.reward_sum for s in statuses) / max(samples, 1),
             "buffer_size": buffer["size"], "buffer_capacity": buffer["capacity"], "buffer_unread": buffer["unread"],
             "policy_lag": buffer["staleness_mean"],
-            "sampler_versions": {s["sampler_id"]: s["policy_version"] for s in statuses},
-            "weight_sync_s": max((s["weight_sync_s"][-1] for s in statuses if s["weight_sync_s"]), default=None),
+            "sampler_versions": {s.sampler_id: s.policy_version for s in statuses},
+            "weight_sync_s": max((s.weight_sync_s[-1] for s in statuses if s.weight_sync_s), default=None),
             "loss": record.get("loss_rl"), "sampler_restarts": self.restarts,
         }
         self.progress_ = progress
@@ -411,8 +411,8 @@ class Controller:
         deadline = time.time() + 120
         while removed and time.time() < deadline:
             statuses = await self._sampler_statuses()
-            if all(st["extra"].get("pool_generation", 0) >= self.pool_generation
-                   for st in statuses if st["sampler_id"] in switching):
+            if all(st.pool_generation >= self.pool_generation
+                   for st in statuses if st.sampler_id in switching):
                 break
             await asyncio.sleep(0.5)
         for handle in removed:

@@ -96,7 +96,7 @@ def bench_generation(cfg, sampler, reps: int) -> dict:
         t = time.perf_counter()
         trajectories = sampler.sample_batch()
         whole.append(time.perf_counter() - t)
-    programs = batch + (len(prompts) if sampler.decodes_greedy else 0)
+    programs = batch + (len(prompts) if sampler.scorer.needs_greedy else 0)
     return {
         "batch": f"{len(prompts)} prompts x {n} samples, {new} new tokens, T={s.temperature}, top_p={s.top_p}",
         "torch_threads": torch.get_num_threads(), "reps": reps, "same_tokens": same,
@@ -115,7 +115,7 @@ def fake_returns(programs, prompts, seed: int = 0):
     """Real sampled programs with random per-token returns: the learner's work does not depend on the values."""
     import random
 
-    from actors.types import Trajectory
+    from rewards.trajectory import Trajectory
 
     rng = random.Random(seed)
     return [Trajectory(problem_id=f"p{p.prompt_index}", prompt_ids=prompts[p.prompt_index], program_ids=p.token_ids,
@@ -283,7 +283,7 @@ def bench_weight_push(cfg, problems, tmp: str, sizes, reps: int) -> list[dict]:
                     ours.append(t_ours)
                     raw.append(t_raw)
             running = ray.get([r.status.remote() for r in receivers[:n]])
-            assert all(s["policy_version"] == version for s in running), running  # every receiver runs the push
+            assert all(s.policy_version == version for s in running), running  # every receiver runs the push
             rows.append({"size": size[0], "parameters": params, "megabytes": nbytes / 2**20, "receivers": n,
                          "reps": reps, "push_to_running_s": median(ours), "raw_put_get_s": median(raw),
                          "ratio": median([o / r for o, r in zip(ours, raw)])})

@@ -87,6 +87,9 @@ class RewardConfig:
     # the policy already solves stay reinforced; below 0 (problems whose samples mostly fail) returns stay centred.
     baseline_cap: Optional[float] = None
     penalty: float = 0.3
+    # The outcome reward R(w) by name (rewards.outcome.REWARD_FUNCTIONS; register a new one there and add its name
+    # here). None: `adaptive` when reward.adaptive is true, else `coarse`.
+    function: Optional[Literal["coarse", "adaptive"]] = None
 
 
 @dataclass

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from actors.types import PublishedWeights
+from learner.weights import PublishedWeights
 
 # --- collective broadcast --------------------------------------------------------------------------------
 _MEMBER_START_TIMEOUT_S = 300.0

@@ -11,16 +11,17 @@ import logging
 import random
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
 
-from actors.types import SupervisedExample, Trajectory
 from configs.schema import Config
 from learner.batching import make_batch
 from learner.engine import init_engine, init_process_group
 from learner.loss import rl_loss, supervised_loss
+from rewards.trajectory import Trajectory
 from tasks.problem import Problem
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("", 0))
         return s.getsockname()[1]
+
+
+@dataclass
+class SupervisedExample:
+    """A reference solution for the supervised micro-steps and the warm start."""
+
+    problem_id: str
+    prompt_ids: list[int]
+    program_ids: list[int]
 
 
 def supervised_examples(problems: Sequence[Problem], tokenizer, cfg: Config) -> list[SupervisedExample]:

@@ -15,9 +15,17 @@ version, the group it goes over and the tensor layout.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
-from actors.types import PublishedWeights
+
+@dataclass
+class PublishedWeights:
+    """What a weight transport announces: a version and when the learner pushed it."""
+
+    version: int
+    pushed_at: float
+    step: int = 0
 
 
 class WeightSender(Protocol):

@@ -6,8 +6,8 @@ import asyncio
 import pytest
 
 from actors.buffer import OnlineBuffer
-from actors.types import Trajectory
 from configs.schema import BufferConfig
+from rewards.trajectory import Trajectory
 
 
 def traj(i: int, version: int = 0, outcome: str = "failed") -> Trajectory:

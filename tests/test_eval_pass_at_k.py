@@ -11,7 +11,9 @@ from evaluation.evaluate import EvalError, resolve_model, summarise
 from evaluation.pass_at_k import markdown_table, parse_ks, pass_at_k, report, tally
 from sandbox.verdict import Verdict
 from tasks.problem import Problem
-from tasks.problem import TestSuite as Suite  # aliased: pytest would try to collect a class named Test*
+from tasks.problem import (
+    TestSuite as Suite,  # aliased: pytest would try to collect a class named Test*
+)
 
 
 def _by_enumeration(n: int, c: int, k: int) -> float:

@@ -7,9 +7,9 @@ import random
 import pytest
 import torch
 
-from actors.types import Trajectory
 from cluster.connect import init_ray
 from configs import load_config
+from rewards.trajectory import Trajectory
 
 ray = pytest.importorskip("ray")
 

@@ -57,7 +57,7 @@ def kill_sampler(run_dir: Path, name: str) -> int:
 
     ray.init(address=(run_dir / "ray_address").read_text().strip(), namespace="rltf", log_to_driver=False)
     try:
-        pid = ray.get(ray.get_actor(name).status.remote(), timeout=30)["extra"]["pid"]
+        pid = ray.get(ray.get_actor(name).status.remote(), timeout=30).pid
     finally:
         ray.shutdown()
     os.kill(pid, signal.SIGKILL)

@@ -71,7 +71,7 @@ def test_skip_zero_returns_leaves_out_problems_whose_samples_all_scored_the_same
     trajectories = sampler.sample_batch()
     assert {t.problem_id for t in trajectories} == {scripted[0].problem_id}  # the only mixed group
     assert len(trajectories) == SAMPLES and all(any(t.returns) for t in trajectories)
-    assert sampler.status()["samples"] == len(scripted) * SAMPLES  # statistics still count every program
+    assert sampler.status().samples == len(scripted) * SAMPLES  # statistics still count every program
 
 
 def test_greedy_baseline_grades_one_greedy_decode_per_problem(tmp_path, scripted):

@@ -14,7 +14,10 @@ ray = pytest.importorskip("ray")
 
 from cluster.connect import init_ray  # noqa: E402
 from learner.collective import (  # noqa: E402
-    WeightGroupError, flatten_state_dict, form_weight_group, unflatten_state_dict,
+    WeightGroupError,
+    flatten_state_dict,
+    form_weight_group,
+    unflatten_state_dict,
 )
 from learner.weights import WeightStore, make_transport  # noqa: E402
 
