@@ -50,7 +50,7 @@ class Sampler:
                  transport: Any) -> None:
         import torch
 
-        from models import load_policy
+        from models.backend import load_backend
 
         torch.set_num_threads(max(1, int(cfg.sampler.num_cpus)))
         self.cfg, self.sampler_id = cfg, sampler_id
@@ -58,10 +58,9 @@ class Sampler:
         if not self.problems:
             raise ValueError(f"sampler {sampler_id}: none of the {len(problems)} problems has tests")
         self.buffer, self.pool, self.transport = buffer, sandbox_pool, transport
-        self.policy = load_policy(cfg.model.name_or_path, kind=cfg.model.kind)
-        self.policy.model.eval()
+        self.backend = load_backend(cfg.sampler.backend, cfg.model.name_or_path, kind=cfg.model.kind)
         self.version = 0
-        self.scorer = BatchScorer(cfg.reward, self.policy.tokenizer, cfg.sampler.skip_zero_returns)
+        self.scorer = BatchScorer(cfg.reward, self.backend.tokenizer, cfg.sampler.skip_zero_returns)
         self.rng = random.Random(f"{cfg.run.seed}/{sampler_id}")
         indices = range(len(self.problems))
         self.pools = {"all": list(indices),
@@ -81,7 +80,7 @@ class Sampler:
         if info is None or info.version <= self.version:
             return False
         info, state = self.transport.fetch()
-        self.policy.model.load_state_dict(state)
+        self.backend.load_weights(state)
         self.version = info.version
         lag = time.time() - info.pushed_at
         self.status_.policy_version = info.version
@@ -108,25 +107,22 @@ class Sampler:
             batch.append(self.problems[self.order[kind].pop()])
         return batch
 
-    def _prompt(self, problem: Problem) -> list[int]:
-        from models.encoding import encode_prompt
-
+    def prompt_ids(self, problem: Problem) -> list[int]:
+        """The problem's prompt as token ids (encoded once per problem)."""
         if problem.problem_id not in self._prompt_ids:
-            self._prompt_ids[problem.problem_id] = encode_prompt(
-                self.policy.tokenizer, problem.prompt, self.cfg.model.max_prompt_tokens)
+            self._prompt_ids[problem.problem_id] = self.backend.encode_prompt(problem.prompt,
+                                                                              self.cfg.model.max_prompt_tokens)
         return self._prompt_ids[problem.problem_id]
 
     def sample_batch(self) -> list[Trajectory]:
         """Generate, grade and score one batch of problems (runs in a worker thread)."""
-        from models.generation import generate_programs
-
-        cfg, pol = self.cfg, self.policy
+        cfg = self.cfg
         problems = self._next_problems()
-        prompts = [self._prompt(p) for p in problems]
-        gen = dict(is_seq2seq=pol.is_seq2seq, max_new_tokens=cfg.model.max_new_tokens)
-        samples = generate_programs(pol.model, pol.tokenizer, prompts, num_samples=cfg.sampler.samples_per_problem,
-                                    temperature=cfg.sampler.temperature, top_p=cfg.sampler.top_p, **gen)
-        greedy = (generate_programs(pol.model, pol.tokenizer, prompts, num_samples=1, greedy=True, **gen)
+        prompts = [self.prompt_ids(p) for p in problems]
+        samples = self.backend.generate(prompts, num_samples=cfg.sampler.samples_per_problem,
+                                        max_new_tokens=cfg.model.max_new_tokens, temperature=cfg.sampler.temperature,
+                                        top_p=cfg.sampler.top_p)
+        greedy = (self.backend.generate(prompts, num_samples=1, max_new_tokens=cfg.model.max_new_tokens, greedy=True)
                   if self.scorer.needs_greedy else [])
         verdicts = self.pool.run([(problems[g.prompt_index], problems[g.prompt_index].program_prefix + g.text)
                                   for g in samples + greedy])

@@ -55,9 +55,9 @@ def median(xs: list[float]) -> float:
 
 # --- 1. generation ---------------------------------------------------------------------------------------------
 def plain_generate(model, tokenizer, prompts, n: int, max_new_tokens: int, temperature: float, top_p: float):
-    from models.generation import _left_pad
+    from models.generation import left_pad
 
-    ids, mask = _left_pad(prompts, tokenizer.pad_token_id)
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id)
     with torch.inference_mode():
         return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                               num_return_sequences=n, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
@@ -68,9 +68,9 @@ def bench_generation(cfg, sampler, reps: int) -> dict:
     from models.generation import generate_programs
 
     torch.set_num_threads(max(1, int(cfg.sampler.num_cpus)))  # what a sampler actor uses
-    pol, s = sampler.policy, cfg.sampler
+    pol, s = sampler.backend.policy, cfg.sampler
     problems = sampler.problems[: s.problems_per_batch]
-    prompts = [sampler._prompt(p) for p in problems]
+    prompts = [sampler.prompt_ids(p) for p in problems]
     n, new = s.samples_per_problem, cfg.model.max_new_tokens
     ours, plain, cpu_ratios, same = [], [], [], True
     for rep in range(reps + 1):  # rep 0 is warm-up for both
@@ -133,9 +133,9 @@ def bench_learner_step(tmp: str, sampler, reps: int) -> dict:
                                 "--learner.warm_start_steps=0", "--learner.warmup_steps=0"])
     torch.set_num_threads(max(1, int(cfg.learner.num_cpus)))  # what a learner actor uses
     problems = sampler.problems[:4]
-    prompts = [sampler._prompt(p) for p in problems]
+    prompts = [sampler.prompt_ids(p) for p in problems]
     torch.manual_seed(0)
-    programs = generate_programs(sampler.policy.model, sampler.policy.tokenizer, prompts, is_seq2seq=False,
+    programs = generate_programs(sampler.backend.policy.model, sampler.backend.tokenizer, prompts, is_seq2seq=False,
                                  num_samples=cfg.learner.batch_size // len(prompts), max_new_tokens=cfg.model.max_new_tokens)
     batch_trajs = fake_returns(programs, prompts)
 
@@ -193,7 +193,7 @@ class SyncLoop:
         self.iteration()  # warm-up: first generation, first sandbox forks, DeepSpeed's first step
 
     def iteration(self) -> list:
-        self.sampler.policy.model.load_state_dict(self.learner.engine.module.state_dict())  # the policy just trained
+        self.sampler.backend.load_weights(self.learner.engine.module.state_dict())  # the policy just trained
         self.sampler.version = self.learner.step
         trajectories = self.sampler.sample_batch()
         if trajectories:

@@ -42,6 +42,7 @@ class DataConfig:
 @dataclass
 class SamplerConfig:
     num_samplers: int = 1
+    backend: Literal["hf"] = "hf"  # the generation backend (models.backend.BACKENDS): transformers' generate
     samples_per_problem: int = 4  # N sampled programs per problem (plus one greedy decode, see greedy_baseline)
     problems_per_batch: int = 4
     temperature: float = 1.0

@@ -61,23 +61,19 @@ def resolve_model(name_or_path: str) -> str:
                     "(no hf/config.json) nor a train run directory (no checkpoints/step_*/hf/)")
 
 
-def sample_chunk(policy, problems: Sequence, *, n: int, greedy: bool, temperature: float, top_p: float,
+def sample_chunk(backend, problems: Sequence, *, n: int, greedy: bool, temperature: float, top_p: float,
                  max_new_tokens: int, max_prompt_tokens: int, seed: int) -> list[dict]:
     """n programs for each problem, grouped by problem then sample index; seeded so a chunk is reproducible."""
     import torch
 
-    from models.encoding import encode_prompt
-    from models.generation import generate_programs
-
     torch.manual_seed(seed)
-    prompts = [encode_prompt(policy.tokenizer, p.prompt, max_prompt_tokens) for p in problems]
+    prompts = [backend.encode_prompt(p.prompt, max_prompt_tokens) for p in problems]
     per_problem: list[list[dict]] = [[] for _ in problems]
     per_call = max(1, MAX_SEQUENCES_PER_CALL // len(problems))
     while len(per_problem[0]) < n:
         m = min(per_call, n - len(per_problem[0]))
-        for g in generate_programs(policy.model, policy.tokenizer, prompts, is_seq2seq=policy.is_seq2seq,
-                                   num_samples=m, max_new_tokens=max_new_tokens, temperature=temperature,
-                                   top_p=top_p, greedy=greedy):
+        for g in backend.generate(prompts, num_samples=m, max_new_tokens=max_new_tokens, temperature=temperature,
+                                  top_p=top_p, greedy=greedy):
             problem, rows = problems[g.prompt_index], per_problem[g.prompt_index]
             rows.append({"problem_id": problem.problem_id, "sample_index": len(rows),
                          "program": problem.program_prefix + g.text, "truncated": g.truncated})
@@ -108,14 +104,13 @@ class EvalSampler:
     def __init__(self, model: str, kind: str | None, threads: int) -> None:
         import torch
 
-        from models import load_policy
+        from models.backend import HFBackend
 
         torch.set_num_threads(threads)
-        self.policy = load_policy(model, kind=kind)
-        self.policy.model.eval()
+        self.backend = HFBackend(model, kind=kind)
 
     def run_chunk(self, problems: list, gen: dict, seed: int, pool, use_grading_tests: bool) -> tuple:
-        samples = sample_chunk(self.policy, problems, seed=seed, **gen)
+        samples = sample_chunk(self.backend, problems, seed=seed, **gen)
         return samples, grade(pool, problems, samples, use_grading_tests)
 
 
@@ -156,14 +151,13 @@ def evaluate(policy_name_or_path: str, problems: Sequence, n: int = 20, ks: Sequ
                   file=sys.stderr, flush=True)
 
     if samplers == 0:
-        from models import load_policy
+        from models.backend import HFBackend
         from sandbox import LocalSandboxPool
 
-        policy = load_policy(model, kind=kind)
-        policy.model.eval()
+        backend = HFBackend(model, kind=kind)
         with LocalSandboxPool(workers, limits) as pool:
             for i, part in enumerate(chunks):
-                part_samples = sample_chunk(policy, part, seed=seed * 1_000_003 + i, **gen)
+                part_samples = sample_chunk(backend, part, seed=seed * 1_000_003 + i, **gen)
                 collect(i, (part_samples, grade(pool, part, part_samples, use_grading_tests)))
     else:
         _evaluate_on_ray(model, kind, samplers, workers, limits, ray_address, chunks, gen, seed, use_grading_tests,
