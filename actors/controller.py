@@ -26,8 +26,9 @@ from actors.sampler import Sampler
 from cluster.metrics import RunMetrics
 from configs import save_config
 from configs.schema import Config
+from learner import make_weight_sync
 from learner.rank import LearnerRank
-from learner.weights import WeightStore, make_transport
+from learner.weight_sync import WeightStore, WeightSyncError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ class Controller:
         self.next_sampler = 0
         self.target_samplers = cfg.sampler.num_samplers  # `scale` before RL starts only changes this
         self.pool_generation = 0
-        self.weight_group = 0  # generation of the collective transport's broadcast group
         self.step = 0
         self.version = 0
         self.phase = "starting"
@@ -71,7 +71,7 @@ class Controller:
         self.problems = load_problems(cfg.data.source, fmt=cfg.data.format, split=cfg.data.split, limit=cfg.data.limit)
         self.problems_ref = ray.put(self.problems)
         self.store = ray.remote(WeightStore).options(name=self._name("weights"), num_cpus=0).remote()
-        self.transport = make_transport(cfg.weights.transport, self.store)
+        self.sync = make_weight_sync(cfg.weights.transport, self.store)
         self.buffer = ray.remote(OnlineBuffer).options(
             # Killed, it restarts from its snapshot and log; calls made meanwhile are retried, not lost.
             name=self._name("buffer"), num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=64,
@@ -98,7 +98,7 @@ class Controller:
         actor = ray.remote(Sampler).options(
             name=name, num_cpus=cfg.sampler.num_cpus, num_gpus=cfg.sampler.num_gpus, resources=cfg.sampler.resources,
             max_restarts=-1, max_concurrency=8,
-        ).remote(cfg, name, self.problems_ref, self.buffer, self.pool, self.transport)
+        ).remote(cfg, name, self.problems_ref, self.buffer, self.pool, self.sync)
         self.samplers[name] = actor
         self.sampler_runs[name] = actor.run.remote()
         return name
@@ -117,7 +117,6 @@ class Controller:
             except ray.exceptions.RayError:
                 pass  # it died on its way out: nothing of it was accepted after its last acknowledged put
         ray.kill(actor, no_restart=True)
-        await self.store.forget.remote(name)
         return status
 
     async def _watch_samplers(self) -> None:
@@ -174,34 +173,25 @@ class Controller:
 
     # --- the learner loop -----------------------------------------------------------------------------------
     async def _publish(self) -> None:
-        if self.cfg.weights.transport == "collective" and not self.samplers:
-            return  # a broadcast needs receivers; the next group gets the weights then
-        self.version += 1
         try:
-            info = await self.ranks[0].publish.remote(self.transport, self.version)
-        except ray.exceptions.RayTaskError as exc:
-            if "WeightGroupError" not in str(exc):
-                raise
+            info = await self.sync.publish(self.ranks[0], self.version + 1)
+        except WeightSyncError:
             # A sampler of the broadcast group died or left: regroup the live ones and push again.
             self.log.write({"kind": "event", "event": "weight_group_failed", "step": self.step})
-            self.version -= 1
             await self._membership_changed()
             return
+        if info is None:
+            return
+        self.version += 1
         self.log.write({"kind": "event", "event": "publish", "step": self.step, **info})
 
     async def _membership_changed(self) -> None:
-        """The collective transport broadcasts over a fixed group: after samplers come or go, form a new group
-        and publish the current weights over it (newcomers get them at once). The object store needs nothing."""
-        if self.cfg.weights.transport != "collective" or not self.samplers:
-            return
-        from learner.collective import form_weight_group
-
-        self.weight_group += 1
-        name = f"{self.cfg.run.name}-weights-{self.weight_group}"
-        await asyncio.get_running_loop().run_in_executor(
-            None, form_weight_group, self.ranks[0], list(self.samplers.values()), name, self.transport)
-        self.log.write({"kind": "event", "event": "weight_group", "name": name, "members": len(self.samplers)})
-        await self._publish()
+        """Samplers came or went: the weight-sync strategy re-forms its members (the collective one a new group,
+        then the current weights go out over it, so newcomers get them at once)."""
+        group = await self.sync.set_members(self.ranks[0], list(self.samplers.values()))
+        if group is not None:
+            self.log.write({"kind": "event", "event": "weight_group", **group})
+            await self._publish()
 
     async def _learner_step(self, shards: Optional[list]) -> dict[str, Any]:
         shards = shards or [None] * len(self.ranks)
@@ -249,8 +239,9 @@ class Controller:
         # Samplers wait for the first published version before they generate anything. (With the collective
         # transport, creating them forms the first broadcast group, which publishes.)
         self.phase = "rl"
+        version = self.version
         await self._apply_sampler_target()
-        if self.cfg.weights.transport != "collective":
+        if self.version == version:  # the membership change did not publish
             await self._publish()
 
     async def _rl_step(self) -> Optional[dict[str, Any]]:

@@ -47,7 +47,7 @@ class SamplerStatus:
 
 class Sampler:
     def __init__(self, cfg: Config, sampler_id: str, problems: list[Problem], buffer: Any, sandbox_pool: Any,
-                 transport: Any) -> None:
+                 weight_sync: Any) -> None:
         import torch
 
         from models.backend import load_backend
@@ -57,7 +57,7 @@ class Sampler:
         self.problems = [p for p in problems if len(p.tests.cases) > 0]
         if not self.problems:
             raise ValueError(f"sampler {sampler_id}: none of the {len(problems)} problems has tests")
-        self.buffer, self.pool, self.transport = buffer, sandbox_pool, transport
+        self.buffer, self.pool, self.weight_sync = buffer, sandbox_pool, weight_sync
         self.backend = load_backend(cfg.sampler.backend, cfg.model.name_or_path, kind=cfg.model.kind)
         self.version = 0
         self.scorer = BatchScorer(cfg.reward, self.backend.tokenizer, cfg.sampler.skip_zero_returns)
@@ -76,10 +76,10 @@ class Sampler:
     # --- weights -------------------------------------------------------------------------------------------
     def refresh_weights(self) -> bool:
         """Load the newest published weights if they are newer than ours. Called between batches."""
-        info = self.transport.latest()
+        info = self.weight_sync.latest()
         if info is None or info.version <= self.version:
             return False
-        info, state = self.transport.fetch()
+        info, state = self.weight_sync.fetch()
         self.backend.load_weights(state)
         self.version = info.version
         lag = time.time() - info.pushed_at

@@ -5,7 +5,7 @@
    The whole sampler batch (generate + greedy + sandbox + rewards) is timed too, for information.
 2. learner step: one DeepSpeed optimizer step (`LearnerRank`, ZeRO 0, gloo, world 1) against a plain torch AdamW
    step (same model, batch, loss, clipping, dropout seeds); the parameters must end up equal.
-3. weight push: push on the `ObjectStoreTransport` + `WeightStore` path until every receiving `Sampler` actor
+3. weight push: push on the `ObjectStoreSync` + `WeightStore` path until every receiving `Sampler` actor
    runs it (`refresh_weights`: latest, fetch, load_state_dict), against a raw `ray.put` + `ray.get` of the same
    tensors in the same actors, by model size (GPT-2s built from `GPT2Config`) and number of receivers.
 4. loop: trajectories accepted per second by the real asynchronous system (`Controller` on the `smoke` preset:
@@ -247,7 +247,7 @@ def bench_weight_push(cfg, problems, tmp: str, sizes, reps: int) -> list[dict]:
     import ray
 
     from actors.sampler import Sampler
-    from learner.weights import ObjectStoreTransport, WeightStore
+    from learner.weight_sync import ObjectStoreSync, WeightStore
     from models import load_policy
 
     class PushReceiver(Sampler):
@@ -261,7 +261,7 @@ def bench_weight_push(cfg, problems, tmp: str, sizes, reps: int) -> list[dict]:
         sized = load_config("smoke", [f"--model.name_or_path={model_dir}", f"--run.output_dir={tmp}"])
         state = load_policy(model_dir).model.state_dict()  # the learner side's tensors
         store = ray.remote(WeightStore).options(num_cpus=0).remote()
-        transport = ObjectStoreTransport(store)
+        transport = ObjectStoreSync(store)
         receivers = [ray.remote(PushReceiver).options(num_cpus=0, max_concurrency=2).remote(
             sized, f"push-{i}", problems, None, None, transport) for i in range(2)]
         ray.get([r.status.remote() for r in receivers])
@@ -271,7 +271,7 @@ def bench_weight_push(cfg, problems, tmp: str, sizes, reps: int) -> list[dict]:
             for rep in range(reps + 1):  # rep 0 warms both paths up
                 version += 1
                 t = time.time()
-                transport.publish(version, state)
+                transport.send(version, state)
                 ray.get([r.refresh_weights.remote() for r in receivers[:n]])
                 t_ours = time.time() - t
                 t = time.time()

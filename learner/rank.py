@@ -148,9 +148,10 @@ class LearnerRank:
         return out
 
     # --- weights and checkpoints -------------------------------------------------------------------------
-    def publish(self, transport: Any, version: int) -> dict[str, Any]:
+    def publish(self, sync: Any, version: int) -> dict[str, Any]:
+        """Send the current weights as ``version`` through the run's weight-sync strategy (rank 0 only)."""
         t0 = time.perf_counter()
-        info = transport.publish(version, self.engine.module.state_dict(), step=self.step)
+        info = sync.send(version, self.engine.module.state_dict(), step=self.step)
         return {"version": info.version, "pushed_at": info.pushed_at, "publish_s": time.perf_counter() - t0}
 
     def parameters_snapshot(self) -> dict[str, torch.Tensor]:

@@ -5,7 +5,13 @@ distributed-backend choices are made.
 Light at import time (no torch or transformers until a function runs), so command-line modules may import it.
 """
 from models.backend import BACKENDS, GenerationBackend, HFBackend, load_backend
-from models.device import default_dtype, dist_backend, num_gpus, resolve_dtype, torch_device
+from models.device import (
+    default_dtype,
+    dist_backend,
+    num_gpus,
+    resolve_dtype,
+    torch_device,
+)
 from models.loading import ModelLoadError, Policy, load_policy
 from models.tiny import PRESETS as TINY_PRESETS
 from models.tiny import build_tiny, ensure_tiny
