@@ -11,7 +11,7 @@ import sys
 
 # name -> (module, one-line help). Modules are imported only when their subcommand runs.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("actors.launcher", "run online RLTF training (embedded local Ray, or --address to join a cluster)"),
+    "train": ("train.command", "run online RLTF training (embedded local Ray, or --address to join a cluster)"),
     "eval": ("evaluation.command", "sample programs from a model, grade them in the sandbox, report pass@k"),
     "scale": ("cluster.scale", "change the number of samplers / sandbox workers of a running job"),
     "status": ("cluster.status", "print the live state of a running job"),

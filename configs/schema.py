@@ -2,7 +2,10 @@
 
 A run's whole configuration is a `Config`. `configs/__init__.py` loads it from a preset name or a YAML path and
 applies `--section.key=value` overrides; everything that reads configuration reads these dataclasses, never raw
-dicts. Defaults here are the offline `local` preset's values unless a preset says otherwise.
+dicts. Defaults here are the library's: what a `Config()` built in code gets, what `launch.py eval` and `execute`
+grade with (`SandboxConfig`), and what a preset without ``base:`` starts from. The presets set what a run uses:
+`local` (the offline default, base of `smoke` and `learning`) adds a warm start, bigger batches and shorter sandbox
+timeouts for the tiny model; `codet5-apps` sets the paper's values.
 """
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ in this process without Ray.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluation.pass_at_k import report, tally
+from learner.checkpoints import model_dir
 
 MAX_SEQUENCES_PER_CALL = 64  # bounds generate()'s batch (memory) whatever n and the chunk size are
 GREEDY_NOTE = "temperature 0: greedy decoding, so n was forced to 1"
@@ -52,11 +52,9 @@ def resolve_model(name_or_path: str) -> str:
     path = Path(name_or_path).expanduser()
     if name_or_path.startswith("tiny:") or not path.is_dir() or (path / "config.json").is_file():
         return name_or_path
-    if (path / "hf" / "config.json").is_file():
-        return str(path / "hf")
-    found = [p.parent for p in (path / "checkpoints").glob("step_*/hf/config.json")]
-    if found:
-        return str(max(found, key=lambda hf: int(re.sub(r"\D", "", hf.parent.name) or 0)))
+    found = model_dir(path)
+    if found is not None:
+        return str(found)
     raise EvalError(f"--model {name_or_path}: a directory, but not a saved model (no config.json), a checkpoint "
                     "(no hf/config.json) nor a train run directory (no checkpoints/step_*/hf/)")
 

@@ -19,6 +19,7 @@ import torch
 
 from configs.schema import Config
 from learner.batching import make_batch
+from learner.checkpoints import Checkpoint
 from learner.engine import init_engine, init_process_group
 from learner.loss import rl_loss, supervised_loss
 from rewards.trajectory import Trajectory
@@ -111,7 +112,7 @@ class LearnerRank:
         return make_batch([e.prompt_ids for e in picks], [e.program_ids for e in picks],
                           is_seq2seq=self.policy.is_seq2seq, pad_id=tok.pad_token_id)
 
-    def _rl_batch(self, trajectories: Sequence[Trajectory]):
+    def rl_batch(self, trajectories: Sequence[Trajectory]):
         tok = self.policy.tokenizer
         return make_batch(
             [t.prompt_ids for t in trajectories], [t.program_ids for t in trajectories],
@@ -139,7 +140,7 @@ class LearnerRank:
         else:
             chunks = [rl_shard[i::cfg.grad_accum] for i in range(cfg.grad_accum)]
             for chunk in chunks:
-                record(self._micro_step(rl_loss, self._rl_batch(chunk), importance_clip=cfg.importance_clip))
+                record(self._micro_step(rl_loss, self.rl_batch(chunk), importance_clip=cfg.importance_clip))
                 for _ in range(cfg.supervised_ratio):
                     record(self._micro_step(supervised_loss, self._supervised_batch()))
         self.step += 1
@@ -158,16 +159,17 @@ class LearnerRank:
         return {k: v.detach().cpu().clone() for k, v in self.engine.module.state_dict().items()}
 
     def save_checkpoint(self, directory: str, client_state: dict[str, Any]) -> None:
-        self.engine.save_checkpoint(str(Path(directory) / "deepspeed"), tag="state",
+        checkpoint = Checkpoint(Path(directory))
+        self.engine.save_checkpoint(str(checkpoint.deepspeed_dir), tag="state",
                                     client_state={**client_state, "step": self.step})
         if self.rank == 0:
-            hf_dir = Path(directory) / "hf"
-            self.engine.module.save_pretrained(hf_dir)
-            self.policy.tokenizer.save_pretrained(hf_dir)
+            self.engine.module.save_pretrained(checkpoint.hf_dir)
+            self.policy.tokenizer.save_pretrained(checkpoint.hf_dir)
 
     def load_checkpoint(self, directory: str) -> dict[str, Any]:
-        _, client_state = self.engine.load_checkpoint(str(Path(directory) / "deepspeed"), tag="state")
+        checkpoint = Checkpoint(Path(directory))
+        _, client_state = self.engine.load_checkpoint(str(checkpoint.deepspeed_dir), tag="state")
         if client_state is None:
-            raise FileNotFoundError(f"no DeepSpeed checkpoint under {directory}/deepspeed")
+            raise FileNotFoundError(f"no DeepSpeed checkpoint under {checkpoint.deepspeed_dir}")
         self.step = int(client_state["step"])
         return client_state
