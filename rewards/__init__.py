@@ -15,7 +15,6 @@ from rewards.outcome import (
     adaptive_reward,
     coarse_reward,
     outcome_reward,
-    register_reward,
 )
 from rewards.returns import (
     BaselineTracker,
@@ -30,6 +29,6 @@ from rewards.trajectory import Trajectory
 __all__ = [
     "REWARD_FUNCTIONS", "BaselineTracker", "BatchScorer", "Blame", "GradedSample", "NoRewardError", "ScoredBatch",
     "ScoredProgram", "TokenMaskError", "Trajectory", "adaptive_reward", "blame_mask", "classify", "coarse_reward",
-    "group_baselines", "line_token_mask", "outcome_reward", "penalty_per_token", "register_reward", "score",
+    "group_baselines", "line_token_mask", "outcome_reward", "penalty_per_token", "score",
     "score_program", "token_returns", "verdict_rewards",
 ]

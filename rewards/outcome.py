@@ -1,13 +1,13 @@
 """Outcome rewards R(w) (RLTF-SPEC.md sections 1-2): the coarse reward of a verdict's outcome, the adaptive
 reward that grades a `failed` program by the fraction of its tests it passed, and the registry that names them.
 
-A new outcome reward is one function of a verdict, registered by name and chosen with ``reward.function``::
+A new outcome reward is one function of a verdict, named in `REWARD_FUNCTIONS` (and in the ``Literal`` of
+``RewardConfig.function`` in configs/schema.py) and chosen with ``--reward.function=<name>``::
 
-    @register_reward("strict")
     def strict_reward(verdict: Verdict) -> float:
         return 1.0 if verdict.outcome == "passed" else -1.0
 
-(and ``"strict"`` added to the ``Literal`` of ``RewardConfig.function`` in configs/schema.py).
+It lives here (or in a module this one imports): samplers resolve the name in their own processes.
 
 An ``infra_error`` verdict says the sandbox failed, not the program: it has no reward, and these functions
 raise `NoRewardError` for it rather than invent a number (the sampler drops such samples).
@@ -61,17 +61,8 @@ def adaptive_reward(verdict: Verdict) -> float:
     return ADAPTIVE_BASE + ADAPTIVE_SLOPE * verdict.pass_ratio
 
 
+# ``reward.function`` -> R(w)
 REWARD_FUNCTIONS: dict[str, Callable[[Verdict], float]] = {"coarse": coarse_reward, "adaptive": adaptive_reward}
-
-
-def register_reward(name: str) -> Callable[[Callable[[Verdict], float]], Callable[[Verdict], float]]:
-    """Decorator: make an outcome reward ``verdict -> float`` available as ``reward.function: <name>``."""
-    def register(function: Callable[[Verdict], float]) -> Callable[[Verdict], float]:
-        if name in REWARD_FUNCTIONS:
-            raise ValueError(f"an outcome reward named {name!r} is already registered")
-        REWARD_FUNCTIONS[name] = function
-        return function
-    return register
 
 
 def outcome_reward(verdict: Verdict, cfg: RewardConfig) -> float:

@@ -20,6 +20,9 @@ from tasks.problem import Problem, TestSuite
 from tasks.records import ProblemFormatError, RecordReader, first_record, iter_records
 
 FORMATS = ("mbpp", "mbpp-sanitized", "humaneval", "apps", "apps-dir", "synthetic", "rltf")
+# A new dataset: a loader ``(source, split) -> list[Problem]`` named here; ``--data.format=<name>`` (and ``launch.py
+# eval --format <name>``) then loads it, followed by the usual split and limit selection.
+LOADERS: dict[str, Callable[[str, str | None], list[Problem]]] = {}
 KNOWN_SPLITS: dict[str, tuple[str, ...]] = {
     "mbpp": benchmarks.MBPP_SPLITS,
     "mbpp-sanitized": benchmarks.MBPP_SPLITS,
@@ -51,10 +54,12 @@ def load_problems(source: str, fmt: str | None = None, split: str | None = None,
     problems of that split (an unknown split, or one with no problems in the source, is an error). ``limit``
     keeps the first N after the split filter.
     """
-    if fmt is not None and fmt not in FORMATS:
-        raise ValueError(f"unknown problem format {fmt!r}; known formats: {', '.join(FORMATS)}")
+    if fmt is not None and fmt not in FORMATS and fmt not in LOADERS:
+        raise ValueError(f"unknown problem format {fmt!r}; known formats: {', '.join([*FORMATS, *LOADERS])}")
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
+    if fmt in LOADERS:
+        return _select(LOADERS[fmt](source, split), source, fmt, split, limit)
     if split is not None and fmt in KNOWN_SPLITS and split not in KNOWN_SPLITS[fmt]:
         raise ValueError(f"format {fmt!r} has no split {split!r}; its splits: {', '.join(KNOWN_SPLITS[fmt])}")
 

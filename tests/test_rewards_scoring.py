@@ -17,7 +17,6 @@ from rewards import (
     coarse_reward,
     group_baselines,
     penalty_per_token,
-    register_reward,
     score,
     score_program,
     token_returns,
@@ -238,17 +237,14 @@ def test_greedy_decodes_feed_the_greedy_baseline_only_when_it_is_chosen():
     assert not BatchScorer(RewardConfig(baseline="group"), Tokens()).needs_greedy
 
 
-def test_a_registered_outcome_reward_is_chosen_by_name():
+def test_a_named_outcome_reward_is_chosen_by_reward_function(monkeypatch):
     cfg = RewardConfig(function="strict")
-    try:
-        register_reward("strict")(lambda v: 2.0 if v.outcome == "passed" else -2.0)
-        with pytest.raises(ValueError, match="already registered"):
-            register_reward("strict")(lambda v: 0.0)
-        assert BatchScorer(cfg, Tokens()).score_batch([graded("a", "failed", 0, passed=3)]).trajectories[0].reward == -2.0
-    finally:
-        REWARD_FUNCTIONS.pop("strict", None)
     with pytest.raises(ValueError, match="no outcome reward named 'strict'"):
         BatchScorer(cfg, Tokens()).score_batch([graded("a", "failed", 0)])
+    monkeypatch.setitem(REWARD_FUNCTIONS, "strict", lambda v: 2.0 if v.outcome == "passed" else -2.0)
+    assert BatchScorer(cfg, Tokens()).score_batch([graded("a", "failed", 0, passed=3)]).trajectories[0].reward == -2.0
+    coarse = BatchScorer(RewardConfig(function="coarse", adaptive=True), Tokens())  # the name wins over the flag
+    assert coarse.score_batch([graded("a", "failed", 0, passed=3)]).trajectories[0].reward == -0.3
 
 
 # ----------------------------------------------------------------------------------------------------- score
