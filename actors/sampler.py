@@ -124,8 +124,10 @@ class Sampler:
                                         top_p=cfg.sampler.top_p)
         greedy = (self.backend.generate(prompts, num_samples=1, max_new_tokens=cfg.model.max_new_tokens, greedy=True)
                   if self.scorer.needs_greedy else [])
-        verdicts = self.pool.run([(problems[g.prompt_index], problems[g.prompt_index].program_prefix + g.text)
-                                  for g in samples + greedy])
+        jobs = [(problems[g.prompt_index], problems[g.prompt_index].program_prefix + g.text) for g in samples + greedy]
+        self.metrics.record("rltf_sandbox_queue_depth", len(jobs), sampler=self.sampler_id)
+        verdicts = self.pool.run(jobs)
+        self.metrics.record("rltf_sandbox_queue_depth", 0, sampler=self.sampler_id)
         graded = [GradedSample(problems[g.prompt_index], prompts[g.prompt_index], g, verdict, group=g.prompt_index)
                   for g, verdict in zip(samples + greedy, verdicts)]
         batch = self.scorer.score_batch(graded[: len(samples)], graded[len(samples):], policy_version=self.version,
