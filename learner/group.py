@@ -53,8 +53,8 @@ class LearnerGroup:
         shards = shards or [None] * len(self.ranks)
         try:
             results = await asyncio.gather(*[r.train_step.remote(s) for r, s in zip(self.ranks, shards)])
-        except ray.exceptions.RayActorError:
-            raise LearnerDied(f"a learner rank died at step {self.step}; the run stops. "
+        except ray.exceptions.RayActorError as exc:
+            raise LearnerDied(f"a learner rank died at step {self.step} ({type(exc).__name__}); the run stops. "
                               f"Continue with: python launch.py train --resume {self.run_dir}") from None
         self.step = results[0]["step"]
         self.metrics.record("rltf_learner_step_seconds", max(r["step_s"] for r in results))

@@ -38,6 +38,8 @@ class SamplingStats:
 
 @dataclass
 class Progress:
+    """A run's progress line: where it is, the latest learner step, and (once samplers run) what they produced."""
+
     phase: str  # a `Phase` value
     step: int = 0
     version: int = 0
