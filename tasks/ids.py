@@ -76,9 +76,9 @@ class ProblemIndex:
         """The ids nearest to ``raw_id``, each with its project id when it is a dataset's own: numerically for a
         number (MBPP 9999 -> 974), by spelling otherwise (``mbpp/O11`` -> ``mbpp/11``)."""
         text = str(raw_id)
-        if _numeric(text):
-            numbers = sorted({int(k) for k in self._by_native if _numeric(k)}, key=lambda k: (abs(k - int(text)), k))
-            keys = [str(k) for k in numbers[:n]]
+        numbers = {int(k) for k in self._by_native if _numeric(k)} if _numeric(text) else set()
+        if numbers:
+            keys = [str(k) for k in sorted(numbers, key=lambda k: (abs(k - int(text)), k))[:n]]
         else:
             candidates = list(self._by_id) + [k for k in self._by_native if not _numeric(k)]
             keys = (difflib.get_close_matches(text, candidates, n=n, cutoff=0.6)

@@ -59,6 +59,8 @@ def test_unknown_ids_name_the_closest_that_exist(mbpp, humaneval, tmp_path):
     _, he_index = humaneval
     with pytest.raises(ProblemIdError, match=r"'humaneval/7' matches none of the 164 .*closest ids: 'HumanEval/7'"):
         he_index.resolve("humaneval/7")
+    with pytest.raises(ProblemIdError, match=r"problem id 7 matches none of the 164 .*closest ids: 'HumanEval/7'"):
+        he_index.resolve(7)  # HumanEval's ids are strings: a number is compared by spelling
     for bad in (True, 1.0, None, ["mbpp/11"]):
         with pytest.raises(ProblemIdError, match="a problem id is a string or an integer"):
             index.resolve(bad)
