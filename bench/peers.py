@@ -31,12 +31,14 @@ import random
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' renames, once per step
 
 from bench.learning import KINDS, evaluate_model, heldout_problems  # noqa: E402
 
@@ -114,7 +116,7 @@ def budget_callback(budget_s: float, reward_fn: SandboxCoarseReward):
 
     class WallClockBudget(TrainerCallback):
         def __init__(self) -> None:
-            self.t0 = 0.0
+            self.t0 = self.last_print = 0.0
             self.curve: list[dict] = []
 
         def on_train_begin(self, args, state, control, **kwargs):
@@ -129,9 +131,45 @@ def budget_callback(budget_s: float, reward_fn: SandboxCoarseReward):
             if logs and "reward" in logs:
                 self.curve.append({"train_s": round(time.time() - self.t0, 2), "step": state.global_step,
                                    "reward": logs["reward"], "graded": reward_fn.graded,
-                                   "completion_length": logs.get("completions/mean_length")})
+                                   "completion_length": logs.get("completions/mean_length"),
+                                   "frac_reward_zero_std": logs.get("frac_reward_zero_std")})
+                if time.time() - self.last_print >= 10:
+                    self.last_print = time.time()
+                    log(f"  {self.curve[-1]['train_s']:5.1f} s: step {state.global_step}, {reward_fn.graded} programs "
+                        f"graded, step reward {logs['reward']:+.3f}")
 
     return WallClockBudget()
+
+
+class ProcessProfile:
+    """py-spy on this process for the training budget; samples by TRL phase (what each second of its thread does)."""
+
+    PHASES = (("reward: sandbox + coarse reward", "_calculate_rewards"), ("generation", "generate ("),
+              ("backward", "backward (torch/"), ("optimizer step", "torch/optim/"),
+              ("forward for log-probs (loss)", "compute_loss"), ("generation-side log-probs, batching", "_prepare_inputs"))
+
+    def __init__(self, budget_s: float, run_dir: Path) -> None:
+        import subprocess
+
+        from bench.profile_run import py_spy
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path, self.rate = run_dir / "py-spy.txt", 20
+        self.proc = subprocess.Popen(
+            [py_spy(), "record", "--pid", str(os.getpid()), "--rate", str(self.rate), "--duration",
+             str(int(budget_s)), "--format", "raw", "--idle", "--nonblocking", "--output", str(self.path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def result(self) -> dict:
+        self.proc.wait(timeout=120)
+        seconds: dict[str, float] = {}
+        for line in self.path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if "MainThread" not in stack.split(";")[0]:
+                continue  # the trainer runs in the main thread; the sandbox pool's threads only wait on sockets
+            phase = next((name for name, needle in self.PHASES if needle in stack), "other")
+            seconds[phase] = seconds.get(phase, 0.0) + int(count) / self.rate
+        return {k: round(v, 2) for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])}
 
 
 def check_prompt_encoding(tokenizer, problems, max_prompt_tokens: int) -> None:
@@ -147,7 +185,7 @@ def check_prompt_encoding(tokenizer, problems, max_prompt_tokens: int) -> None:
 def run_trl(args, start_model: str, lr: float, seed: int, train_problems, heldout, out_dir: Path) -> dict:
     import torch
     from datasets import Dataset
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from configs import load_config
@@ -168,6 +206,7 @@ def run_trl(args, start_model: str, lr: float, seed: int, train_problems, heldou
         learning_rate=lr, lr_scheduler_type="constant_with_warmup", warmup_steps=cfg.learner.warmup_steps,
         weight_decay=cfg.learner.weight_decay, max_grad_norm=1.0, max_steps=args.max_steps,
         per_device_train_batch_size=per_step // args.grad_accum, gradient_accumulation_steps=args.grad_accum,
+        generation_batch_size=args.generation_batch or None,
         num_generations=args.num_generations, max_completion_length=cfg.model.max_new_tokens,
         temperature=cfg.sampler.temperature, top_p=cfg.sampler.top_p, top_k=0,
         shuffle_dataset=False,  # the stream above is already the sampler's order
@@ -178,8 +217,11 @@ def run_trl(args, start_model: str, lr: float, seed: int, train_problems, heldou
         budget = budget_callback(args.budget_s, reward)
         trainer = GRPOTrainer(model=start_model, reward_funcs=reward, args=config, train_dataset=dataset,
                               processing_class=tokenizer, callbacks=[budget])
+        trainer.remove_callback(PrinterCallback)  # one dict per step; the budget callback prints a status line
+        spy = ProcessProfile(args.budget_s, run_dir) if args.py_spy else None
         started = time.time()
         trainer.train()
+        profile = spy.result() if spy else None
         train_s = time.time() - budget.t0
         setup_s = budget.t0 - started
     model_dir = run_dir / "hf"
@@ -194,7 +236,9 @@ def run_trl(args, start_model: str, lr: float, seed: int, train_problems, heldou
             "programs_graded": reward.graded, "programs_per_s": round(reward.graded / train_s, 2),
             "train_pass_rate": round(reward.passed / max(reward.graded, 1), 4), "outcomes": reward.outcomes,
             "reward_s": round(reward.seconds, 2), "steps_per_s": round(steps / train_s, 3),
-            "heldout": scores, "curve": budget.curve, "model_dir": str(model_dir)}
+            "heldout": scores, "curve": budget.curve, "model_dir": str(model_dir), "py_spy": profile,
+            "tuning": {"num_generations": args.num_generations, "grad_accum": args.grad_accum,
+                       "generation_batch": args.generation_batch or per_step}}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -207,7 +251,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads [2: the machine's cores]")
     parser.add_argument("--num-generations", type=int, default=4, help="samples per prompt (GRPO group) [4]")
     parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step [1]")
+    parser.add_argument("--generation-batch", type=int, default=0,
+                        help="sequences generated at once (TRL's generation_batch_size; a multiple of 32 reuses one "
+                             "generation for several optimizer steps) [0: one step's 32]")
     parser.add_argument("--sandbox-workers", type=int, default=2)
+    parser.add_argument("--py-spy", action="store_true",
+                        help="sample this process with py-spy during training: where TRL's seconds go")
     parser.add_argument("--max-steps", type=int, default=2000, help="upper bound; the budget stops training")
     parser.add_argument("--eval-n", type=int, default=5)
     parser.add_argument("--eval-temperature", type=float, default=0.8)

@@ -228,6 +228,17 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def machine_split(result: dict) -> dict[str, float]:
+    """The machine's core-seconds in the window: each actor, the other processes of the run, the rest, idle."""
+    out = {role: p["cpu_s"] for role, p in result["processes"].items()}
+    out["Ray system processes (raylet, GCS, agents, idle workers)"] = sum(
+        v for k, v in result["other_processes_cpu_s"].items() if "py-spy" not in k)
+    out["py-spy (the profiler)"] = sum(v for k, v in result["other_processes_cpu_s"].items() if "py-spy" in k)
+    out["other processes on the machine"] = max(0.0, result["machine"]["unaccounted_busy_s"])
+    out["idle"] = result["machine"]["idle_core_s"]
+    return out
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -240,9 +251,18 @@ def plot(result: dict, path: Path) -> None:
                          for c in procs[r][kind]})
     colours = {c: plt.get_cmap("tab20")(i % 20) if i < 20 else plt.get_cmap("tab20b")(i % 20)
                for i, c in enumerate(categories)}
-    fig, axes = plt.subplots(1, 2, figsize=(17, 7.5))
-    for ax, kind, title in ((axes[0], "cpu_by_category", "CPU seconds per process (all threads and children)"),
-                            (axes[1], "wall_by_category", "wall seconds of each process's work thread")):
+    fig, axes = plt.subplots(1, 3, figsize=(19, 8.5), gridspec_kw={"width_ratios": [1.1, 3, 3]})
+    bottom, machine = 0.0, machine_split(result)
+    for i, (name, s) in enumerate(machine.items()):
+        colour = "#dddddd" if name == "idle" else plt.get_cmap("Set2")(i % 8)
+        axes[0].bar(0, s, bottom=bottom, color=colour, edgecolor="white")
+        if s >= 2:
+            axes[0].text(0, bottom + s / 2, f"{name[:28]} {s:.0f}", ha="center", va="center", fontsize=7)
+        bottom += s
+    axes[0].set_xticks([0], [f"{result.get('cores')} cores x {result['window_s']} s"])
+    axes[0].set_title("the machine's core-seconds", fontsize=10)
+    for ax, kind, title in ((axes[1], "cpu_by_category", "CPU seconds per process (all threads and children)"),
+                            (axes[2], "wall_by_category", "wall seconds of each process's work thread")):
         for i, role in enumerate(roles):
             bottom = 0.0
             for c, s in procs[role][kind].items():
@@ -250,14 +270,15 @@ def plot(result: dict, path: Path) -> None:
                 bottom += s
         ax.set_xticks(range(len(roles)), roles, rotation=20)
         ax.set_title(title, fontsize=10)
+    for ax in axes:
         ax.set_ylabel("seconds")
-    axes[0].axhline(result["window_s"], color="black", lw=0.8, ls="--")
-    axes[0].text(len(roles) - 0.5, result["window_s"], " one core", va="bottom", ha="right", fontsize=8)
+    axes[1].axhline(result["window_s"], color="black", lw=0.8, ls="--")
+    axes[1].text(len(roles) - 0.5, result["window_s"], " one core", va="bottom", ha="right", fontsize=8)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[c]) for c in categories]
     fig.legend(handles, categories, loc="lower center", ncol=3, fontsize=7, frameon=False)
     fig.suptitle(f"Where the cores go: {result['window_s']} s of training, {result.get('cores')} cores "
                  f"({result['machine']['busy_core_s']} busy core-seconds)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.2, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.24, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)

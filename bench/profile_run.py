@@ -151,7 +151,7 @@ class Spies:
         kinds = (("wall", ["--idle"]),) if role in QUIET_ROLES else (("wall", ["--idle"]), ("cpu", []))
         for kind, extra in kinds:
             path = self.out_dir / f"{role}.{kind}.txt"
-            cmd = ["py-spy", "record", "--pid", str(pid), "--rate", str(self.rate), "--duration",
+            cmd = [py_spy(), "record", "--pid", str(pid), "--rate", str(self.rate), "--duration",
                    str(max(1, int(round(duration_s)))), "--format", "raw", "--threads", "--nonblocking",
                    "--output", str(path), *extra]
             self.procs[f"{role}.{kind}"] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -172,6 +172,17 @@ class Spies:
             if proc.returncode:
                 errors[key] = proc.stderr.read().decode(errors="replace")[-500:]
         return errors
+
+
+def py_spy() -> str:
+    """The py-spy beside this interpreter (a venv's bin/, even when the venv is not activated), else on PATH."""
+    import shutil
+
+    here = Path(sys.executable).parent / "py-spy"
+    found = str(here) if here.exists() else shutil.which("py-spy")
+    if found is None:
+        raise SystemExit("py-spy is not installed (it comes with ray[default]; or pip install py-spy)")
+    return found
 
 
 def actor_pid(handle) -> int:
