@@ -18,7 +18,11 @@ saved with `save_pretrained`; TRL loads it from the path) on the same work as be
   held-out evaluation as bench/learning.py (`bench.learning.evaluate_model`).
 The learning rate is chosen fairly: the best held-out tests-only pass@1 of ``--lrs`` on seed 0, then ``--seeds``
 seeds at it. Everything else is TRL's default GRPO (loss "dapo", group-scaled advantages, beta 0, one iteration
-per generation batch): what a TRL user gets.
+per generation batch): what a TRL user gets. Batching, tuned as a TRL user would on this machine (pilots at lr
+5e-5, seed 0, in bench/results/peers.json: ``trl.tuning_pilots``): 4 generations per prompt (the sampler's group;
+8 learned no better: held-out tests-only 0.263 against 0.249, same speed), one micro-batch of 32 (it fits, and one
+batch is fastest on CPU), and one generation batch per step (64 reused over 2 steps gave 35% more programs/s and
+collapsed to empty programs).
 
 Writes bench/results/peers.json and bench/results/peers_trl_curves.png (training reward against seconds).
 """
@@ -165,8 +169,8 @@ class ProcessProfile:
         seconds: dict[str, float] = {}
         for line in self.path.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
-            if "MainThread" not in stack.split(";")[0]:
-                continue  # the trainer runs in the main thread; the sandbox pool's threads only wait on sockets
+            if "run_trl (" not in stack:
+                continue  # the trainer's thread only; the sandbox pool's threads just wait on sockets
             phase = next((name for name, needle in self.PHASES if needle in stack), "other")
             seconds[phase] = seconds.get(phase, 0.0) + int(count) / self.rate
         return {k: round(v, 2) for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])}
@@ -337,10 +341,11 @@ def plot_curves(results: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for run in results["trl"]["sweep"] + results["trl"]["runs"][1:]:
         xs = [p["train_s"] for p in run["curve"]]
-        ys = [p["reward"] for p in run["curve"]]
-        ax.plot(xs, ys, lw=1, label=f"TRL GRPO lr {run['lr']:g} seed {run['seed']}")
+        ys = [float(p["reward"]) for p in run["curve"]]
+        smooth = [sum(ys[max(0, i - 9): i + 1]) / len(ys[max(0, i - 9): i + 1]) for i in range(len(ys))]
+        ax.plot(xs, smooth, lw=1.2, label=f"TRL GRPO lr {run['lr']:g} seed {run['seed']} ({run['steps']} steps)")
     ax.set_xlabel("seconds of training")
-    ax.set_ylabel("mean coarse reward of the step's 32 programs")
+    ax.set_ylabel("training reward (mean coarse reward of a step's\n32 programs, mean of the last 10 steps)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -4,11 +4,11 @@ measured alone (one process, no Ray) on the real model and real batches, against
     python bench/profile_levers.py --start-model runs/.../hf --buffer runs/profile/.../buffer.snapshot.pkl
 
 1. learner step (`LearnerRank.train_step`, DeepSpeed ZeRO-0, gloo world 1): 32 RL trajectories from a real
-   buffer + 32 supervised references (the learning preset), and the RL micro-step alone (supervised_ratio 0),
-   at 1 and 2 torch threads; plus the same RL micro-step as plain torch (forward, backward, AdamW) for DeepSpeed's
-   share.
+   buffer + 32 supervised references (the learning preset), and the RL micro-step alone, at 1 and 2 torch
+   threads; plus the same RL micro-step in plain torch (forward, backward, AdamW): DeepSpeed's share.
 2. generation (`models.generation.generate_programs`, the sampler's call): 8 prompts x 4, 8, 16 samples (32, 64,
-   128 programs per call) at 1 and 2 threads: programs per second.
+   128 programs per call) at 1 and 2 threads: programs per second; and 8 x 4 on one thread while another process
+   takes learner steps back to back on 1 or 2 threads (what sharing the 2 cores costs the sampler).
 Writes bench/results/profile_levers.json and prints a table.
 """
 from __future__ import annotations
@@ -48,43 +48,40 @@ def learner_steps(start_model: str, trajectories: list, reps: int, tmp: str) -> 
     from models import load_policy
     from tasks import load_problems
 
-    problems = load_problems("synthetic", split="train")
+    cfg = load_config("learning", [f"--model.name_or_path={start_model}", f"--run.output_dir={tmp}",
+                                   "--learner.warmup_steps=0", "--learner.warm_start_steps=0"])
+    rank = LearnerRank(cfg, 0, 1)  # one DeepSpeed engine per process: its groups cannot be built twice
+    rank.setup("127.0.0.1", free_port(), load_problems("synthetic", split="train"))
+    batch = trajectories[:cfg.learner.batch_size]
+    plain = load_policy(start_model).model
+    plain.train()
+    opt = torch.optim.AdamW(plain.parameters(), lr=cfg.learner.lr, weight_decay=cfg.learner.weight_decay)
+
+    def rl_micro_steps():  # two, so that DeepSpeed's accumulation boundary (one optimizer step) is in each rep
+        for _ in range(2):
+            rank._micro_step(rl_loss, rank._rl_batch(batch))
+
+    def plain_step():  # the RL micro-step in plain torch, with its optimizer step: DeepSpeed's share of it
+        rl = rank._rl_batch(batch)
+        out = rl_loss(plain, rl, global_tokens=rl.num_tokens, world_size=1)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(plain.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
     rows = []
-    for ratio in (1, 0):
-        cfg = load_config("learning", [f"--model.name_or_path={start_model}", f"--run.output_dir={tmp}",
-                                       f"--learner.supervised_ratio={ratio}", "--learner.warmup_steps=0",
-                                       "--learner.warm_start_steps=0"])
-        rank = LearnerRank(cfg, 0, 1)
-        rank.setup("127.0.0.1", free_port(), problems)
-        batch = trajectories[:cfg.learner.batch_size]
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            rows.append({"what": f"DeepSpeed train_step, 32 RL{' + 32 supervised' if ratio else ''}",
-                         "threads": threads, "seconds": timed(lambda: rank.train_step(batch), reps)})
-        if ratio == 0:  # the same RL micro-step in plain torch: DeepSpeed's share of it
-            plain = load_policy(start_model).model
-            plain.train()
-            opt = torch.optim.AdamW(plain.parameters(), lr=cfg.learner.lr, weight_decay=cfg.learner.weight_decay)
-
-            def plain_step():
-                out = rl_loss(plain, rank._rl_batch(batch), global_tokens=rank._rl_batch(batch).num_tokens,
-                              world_size=1)
-                out.loss.backward()
-                torch.nn.utils.clip_grad_norm_(plain.parameters(), 1.0)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-
-            for threads in (1, 2):
-                torch.set_num_threads(threads)
-                rows.append({"what": "plain torch AdamW step, 32 RL", "threads": threads,
-                             "seconds": timed(plain_step, reps)})
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        rows.append({"what": "DeepSpeed train_step: 32 RL + 32 supervised", "threads": threads,
+                     "seconds": timed(lambda: rank.train_step(batch), reps)})
+        rows.append({"what": "DeepSpeed RL micro-step (32), optimizer every 2nd", "threads": threads,
+                     "seconds": timed(rl_micro_steps, reps) / 2})
+        rows.append({"what": "plain torch RL step (32) + AdamW", "threads": threads,
+                     "seconds": timed(plain_step, reps)})
     return rows
 
 
-def generation(start_model: str, reps: int) -> list[dict]:
+def generation(start_model: str, reps: int, threads=(1, 2), samples=(4, 8, 16)) -> list[dict]:
     from configs import load_config
     from models import load_policy
     from models.encoding import encode_prompt
@@ -97,17 +94,87 @@ def generation(start_model: str, reps: int) -> list[dict]:
     problems = [p for p in load_problems("synthetic", split="train") if p.tests.cases][:: 37][:8]
     prompts = [encode_prompt(policy.tokenizer, p.prompt, cfg.model.max_prompt_tokens) for p in problems]
     rows = []
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        for n in (4, 8, 16):
+    for count in threads:
+        torch.set_num_threads(count)
+        for n in samples:
             torch.manual_seed(0)
             seconds = timed(lambda: generate_programs(
                 policy.model, policy.tokenizer, prompts, is_seq2seq=False, num_samples=n,
                 max_new_tokens=cfg.model.max_new_tokens, temperature=cfg.sampler.temperature,
                 top_p=cfg.sampler.top_p), reps)
-            rows.append({"what": f"generate_programs, {len(prompts)} prompts x {n}", "threads": threads,
+            rows.append({"what": f"generate_programs, {len(prompts)} prompts x {n}", "threads": count,
                          "seconds": seconds, "programs_per_s": len(prompts) * n / seconds})
     return rows
+
+
+def _learner_loop(start_model: str, buffer: str, threads: int, ready, stop, timing) -> None:
+    """Learner steps back to back (another process), as the learner actor runs beside the sampler."""
+    with open(buffer, "rb") as f:
+        trajectories = [e.trajectory for e in pickle.load(f).entries]
+    from configs import load_config
+    from learner.rank import LearnerRank, free_port
+    from tasks import load_problems
+
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config("learning", [f"--model.name_or_path={start_model}", f"--run.output_dir={tmp}"])
+        rank = LearnerRank(cfg, 0, 1)
+        rank.setup("127.0.0.1", free_port(), load_problems("synthetic", split="train"))
+        rank.train_step(trajectories[:32])
+        ready.set()
+        while not stop.is_set():
+            t = time.perf_counter()
+            rank.train_step(trajectories[:32])
+            timing[0] += 1
+            timing[1] += time.perf_counter() - t
+
+
+def shared_cores(start_model: str, buffer: str, reps: int) -> list[dict]:
+    """Generation (1 thread) while a learner process takes steps on the other core: the cost of sharing."""
+    import multiprocessing as mp
+
+    rows = []
+    for learner_threads in (1, 2):
+        ctx = mp.get_context("spawn")
+        ready, stop, timing = ctx.Event(), ctx.Event(), ctx.Array("d", 2)
+        proc = ctx.Process(target=_learner_loop, args=(start_model, buffer, learner_threads, ready, stop, timing))
+        proc.start()
+        ready.wait(300)
+        timing[0] = timing[1] = 0.0
+        for row in generation(start_model, reps, threads=(1,), samples=(4,)):
+            rows.append({**row, "what": row["what"] + f", beside a learner on {learner_threads} thread(s)"})
+        steps, seconds = timing[0], timing[1]
+        rows.append({"what": "  that learner's train_step (32 RL + 32 supervised) meanwhile", "threads": learner_threads,
+                     "seconds": seconds / max(steps, 1)})
+        stop.set()
+        proc.join(120)
+    return rows
+
+
+def in_ray_actor(start_model: str, reps: int) -> list[dict]:
+    """The same generation inside a Ray actor with one CPU, as the sampler actor runs it (alone on the cluster),
+    from its main thread and from a thread of a threaded actor (the sampler's `run` is one)."""
+    import ray
+
+    from actors.launcher import init_ray
+
+    init_ray(None, "rltf-levers", cpus_needed=2)
+    rows = []
+    try:
+        for concurrency in (1, 8):
+            actor = ray.remote(GenerationActor).options(num_cpus=1, max_concurrency=concurrency).remote()
+            for row in ray.get(actor.run.remote(start_model, reps)):
+                rows.append({**row, "what": row["what"] + f", in a Ray actor (max_concurrency={concurrency})"})
+            ray.kill(actor)
+    finally:
+        ray.shutdown()
+    return rows
+
+
+class GenerationActor:
+    def run(self, start_model: str, reps: int) -> list[dict]:
+        torch.set_num_threads(1)  # as actors.sampler.Sampler does
+        return generation(start_model, reps, threads=(1,), samples=(4,))
 
 
 def main(argv=None) -> int:
@@ -122,6 +189,7 @@ def main(argv=None) -> int:
     started, load = time.time(), os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         rows = learner_steps(args.start_model, trajectories, args.reps, tmp) + generation(args.start_model, args.reps)
+    rows += shared_cores(args.start_model, args.buffer, args.reps) + in_ray_actor(args.start_model, args.reps)
     for row in rows:
         extra = f"  {row['programs_per_s']:6.1f} programs/s" if "programs_per_s" in row else ""
         print(f"{row['what']:50s} threads {row['threads']}: {row['seconds']:.3f} s{extra}")
