@@ -325,9 +325,10 @@ def summarise(results: dict) -> None:
 
     runs = results["trl"]["runs"]
     print(f"\nTRL GRPO, lr {results['trl']['best_lr']:g} (best of the sweep), {len(runs)} seeds:")
-    for key, get in (("programs/s", lambda r: r["programs_per_s"]), ("optimizer steps", lambda r: r["steps"]),
-                     *((f"held-out {k} pass@1", (lambda k: lambda r: r["heldout"][k]["pass@1"])(k)) for k in KINDS)):
-        values = [get(r) for r in runs]
+    columns = {"programs/s": [r["programs_per_s"] for r in runs], "optimizer steps": [r["steps"] for r in runs]}
+    for kind in KINDS:
+        columns[f"held-out {kind} pass@1"] = [r["heldout"][kind]["pass@1"] for r in runs]
+    for key, values in columns.items():
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         print(f"  {key:28s} {statistics.mean(values):8.3f} ± {spread:.3f}   ({', '.join(f'{v:g}' for v in values)})")
 

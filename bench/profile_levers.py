@@ -8,7 +8,8 @@ measured alone (one process, no Ray) on the real model and real batches, against
    threads; plus the same RL micro-step in plain torch (forward, backward, AdamW): DeepSpeed's share.
 2. generation (`models.generation.generate_programs`, the sampler's call): 8 prompts x 4, 8, 16 samples (32, 64,
    128 programs per call) at 1 and 2 threads: programs per second; and 8 x 4 on one thread while another process
-   takes learner steps back to back on 1 or 2 threads (what sharing the 2 cores costs the sampler).
+   takes learner steps back to back on 1 or 2 threads (what sharing the 2 cores costs the sampler), inside a Ray
+   actor, and on the run's own batches (the buffer's prompts) with the starting and the trained model.
 Writes bench/results/profile_levers.json and prints a table.
 """
 from __future__ import annotations
@@ -98,13 +99,42 @@ def generation(start_model: str, reps: int, threads=(1, 2), samples=(4, 8, 16)) 
         torch.set_num_threads(count)
         for n in samples:
             torch.manual_seed(0)
-            seconds = timed(lambda: generate_programs(
+            seconds = timed(lambda n=n: generate_programs(
                 policy.model, policy.tokenizer, prompts, is_seq2seq=False, num_samples=n,
                 max_new_tokens=cfg.model.max_new_tokens, temperature=cfg.sampler.temperature,
                 top_p=cfg.sampler.top_p), reps)
             rows.append({"what": f"generate_programs, {len(prompts)} prompts x {n}", "threads": count,
                          "seconds": seconds, "programs_per_s": len(prompts) * n / seconds})
     return rows
+
+
+def run_batches(model_dir: str, buffer: str, reps: int) -> list[dict]:
+    """Generation on the run's own batches (its 8 prompts per batch, from the buffer) with ``model_dir``."""
+    import collections
+
+    from configs import load_config
+    from models import load_policy
+    from models.generation import generate_programs
+
+    cfg = load_config("learning", [])
+    policy = load_policy(model_dir)
+    policy.model.eval()
+    with open(buffer, "rb") as f:
+        batches = collections.defaultdict(list)
+        for e in pickle.load(f).entries:
+            batches[e.trajectory.created_at].append(e.trajectory.prompt_ids)
+    prompt_sets = [list({tuple(p): p for p in ps}.values()) for ps in list(batches.values())[:reps]]
+    torch.set_num_threads(1)
+    times = []
+    for prompts in prompt_sets:
+        torch.manual_seed(0)
+        t = time.perf_counter()
+        out = generate_programs(policy.model, policy.tokenizer, prompts, is_seq2seq=False, num_samples=4,
+                                max_new_tokens=cfg.model.max_new_tokens, temperature=cfg.sampler.temperature,
+                                top_p=cfg.sampler.top_p)
+        times.append(time.perf_counter() - t)
+    return [{"what": f"generate_programs on the run's batches ({len(times)}), {Path(model_dir).parent.name}",
+             "threads": 1, "seconds": statistics.median(times), "programs_per_s": len(out) / statistics.median(times)}]
 
 
 def _learner_loop(start_model: str, buffer: str, threads: int, ready, stop, timing) -> None:
@@ -190,6 +220,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         rows = learner_steps(args.start_model, trajectories, args.reps, tmp) + generation(args.start_model, args.reps)
     rows += shared_cores(args.start_model, args.buffer, args.reps) + in_ray_actor(args.start_model, args.reps)
+    # The run's own batches (its prompt mix), with the starting model and, if saved beside the buffer, the run's.
+    for model in (args.start_model, Path(args.buffer).parent / "hf"):
+        if Path(model).is_dir():
+            rows += run_batches(str(model), args.buffer, 6)
     for row in rows:
         extra = f"  {row['programs_per_s']:6.1f} programs/s" if "programs_per_s" in row else ""
         print(f"{row['what']:50s} threads {row['threads']}: {row['seconds']:.3f} s{extra}")

@@ -8,6 +8,7 @@ C++ core-worker threads, gloo, OpenMP workers, child processes) is reported from
 from __future__ import annotations
 
 import collections
+import itertools
 import re
 from pathlib import Path
 
@@ -190,7 +191,7 @@ def analyse(files: dict, cpu: dict, records: list[dict], t0: float, window_s: fl
 def _step_stats(learner: list[dict], t0: float, budget_s: float) -> dict:
     inside = [r for r in learner if t0 <= r["time"] <= t0 + budget_s + 5]
     steps = sorted(r["step_s"] for r in inside)
-    gaps = [b["time"] - a["time"] - b["step_s"] for a, b in zip(inside, inside[1:])]
+    gaps = [b["time"] - a["time"] - b["step_s"] for a, b in itertools.pairwise(inside)]
     first = inside[0]["time"] - inside[0]["step_s"] - t0 if inside else None
     return {"count": len(steps), "step_s_median": steps[len(steps) // 2] if steps else None,
             "step_s_mean": sum(steps) / len(steps) if steps else None,
@@ -205,9 +206,9 @@ def _rounded(counter: collections.Counter, top: int | None = None) -> dict[str, 
 
 
 def table(result: dict) -> str:
-    lines = [f"Profile of {result['window_s']} s of training on {result.get('cores')} cores "
-             f"({result['machine']['busy_core_s']} busy core-seconds, {result['machine']['idle_core_s']} idle; "
-             f"{result['machine']['unaccounted_busy_s']} busy outside the run's processes)", ""]
+    lines = [(f"Profile of {result['window_s']} s of training on {result.get('cores')} cores "
+              f"({result['machine']['busy_core_s']} busy core-seconds, {result['machine']['idle_core_s']} idle; "
+              f"{result['machine']['unaccounted_busy_s']} busy outside the run's processes)"), ""]
     for role, p in result["processes"].items():
         lines.append(f"{role}: {p['cpu_s']:.1f} CPU s ({p['python_threads_cpu_s']:.1f} s in Python threads)")
         for name, s in p["cpu_by_category"].items():
@@ -222,7 +223,7 @@ def table(result: dict) -> str:
                                                                      key=lambda kv: -kv[1]) if v >= 0.1))
     steps = result["learner_steps"]
     if steps["count"]:
-        lines.append(f"learner: {steps['count']} steps in the window, median {steps['step_s_median']:.2f} s a step, "
+        lines.append(f"learner: {steps['count']} steps from the window's start to the run's end, median {steps['step_s_median']:.2f} s a step, "
                      f"median gap between steps {steps['gap_s_median'] or 0:.2f} s, first step began at "
                      f"{steps['first_step_starts_s']:.1f} s")
     return "\n".join(lines)

@@ -152,7 +152,7 @@ class Spies:
         for kind, extra in kinds:
             path = self.out_dir / f"{role}.{kind}.txt"
             cmd = [py_spy(), "record", "--pid", str(pid), "--rate", str(self.rate), "--duration",
-                   str(max(1, int(round(duration_s)))), "--format", "raw", "--threads", "--nonblocking",
+                   str(max(1, round(duration_s))), "--format", "raw", "--threads", "--nonblocking",
                    "--output", str(path), *extra]
             self.procs[f"{role}.{kind}"] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             self.files[role][kind] = path
