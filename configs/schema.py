@@ -40,6 +40,9 @@ class DataConfig:
     split: Optional[str] = "train"
     limit: Optional[int] = None  # at most this many problems (None: all)
     eval_split: Optional[str] = "heldout"
+    # A malformed record (or a repeated problem id) stops the load with an error naming it; true: it is skipped,
+    # and the count and the first few reasons are logged.
+    skip_invalid: bool = False
 
 
 @dataclass
