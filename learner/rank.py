@@ -96,7 +96,9 @@ class LearnerRank:
         dist.all_reduce(count)
         return int(count.item())
 
-    def _micro_step(self, loss_fn, batch, **kw) -> dict[str, float]:
+    def micro_step(self, loss_fn, batch, **kw) -> dict[str, float]:
+        """One micro-step: ``loss_fn`` on ``batch``, backward, and DeepSpeed's step (an optimizer step only at the
+        gradient-accumulation boundary)."""
         batch = batch.to(self.engine.device)
         out = loss_fn(self.engine, batch, global_tokens=self._global_tokens(batch.num_tokens),
                       world_size=self.world_size, **kw)
@@ -136,13 +138,13 @@ class LearnerRank:
 
         if rl_shard is None:
             for _ in range(gas):
-                record(self._micro_step(supervised_loss, self._supervised_batch()))
+                record(self.micro_step(supervised_loss, self._supervised_batch()))
         else:
             chunks = [rl_shard[i::cfg.grad_accum] for i in range(cfg.grad_accum)]
             for chunk in chunks:
-                record(self._micro_step(rl_loss, self.rl_batch(chunk), importance_clip=cfg.importance_clip))
+                record(self.micro_step(rl_loss, self.rl_batch(chunk), importance_clip=cfg.importance_clip))
                 for _ in range(cfg.supervised_ratio):
-                    record(self._micro_step(supervised_loss, self._supervised_batch()))
+                    record(self.micro_step(supervised_loss, self._supervised_batch()))
         self.step += 1
         out = {k: sum(v) / len(v) for k, v in metrics.items()}
         out.update(step=self.step, lr=self.engine.get_lr()[0], step_s=time.perf_counter() - t0)

@@ -75,7 +75,8 @@ class Controller:
         cfg = self.cfg
         self.phase = Phase.BUILDING
         save_config(cfg, self.run_dir / "config.yaml")
-        problems = load_problems(cfg.data.source, fmt=cfg.data.format, split=cfg.data.split, limit=cfg.data.limit)
+        problems = load_problems(cfg.data.source, fmt=cfg.data.format, split=cfg.data.split, limit=cfg.data.limit,
+                                 skip_invalid=cfg.data.skip_invalid)
         problems_ref = ray.put(problems)
         self.fleet.start_sandbox()
         self.fleet.supply(problems_ref, self.buffer, self.weight_sync)
