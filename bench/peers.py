@@ -44,7 +44,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' renames, once per step
 
-from bench.learning import KINDS, evaluate_model, heldout_problems  # noqa: E402
+from bench.learning import evaluate_model, heldout_problems  # noqa: E402
+from bench.learning_arms import KINDS  # noqa: E402
 
 DEFAULT_LRS = (2e-4, 5e-5, 2e-5)
 

@@ -60,10 +60,10 @@ def learner_steps(start_model: str, trajectories: list, reps: int, tmp: str) -> 
 
     def rl_micro_steps():  # two, so that DeepSpeed's accumulation boundary (one optimizer step) is in each rep
         for _ in range(2):
-            rank._micro_step(rl_loss, rank._rl_batch(batch))
+            rank.micro_step(rl_loss, rank.rl_batch(batch))
 
     def plain_step():  # the RL micro-step in plain torch, with its optimizer step: DeepSpeed's share of it
-        rl = rank._rl_batch(batch)
+        rl = rank.rl_batch(batch)
         out = rl_loss(plain, rl, global_tokens=rl.num_tokens, world_size=1)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(plain.parameters(), 1.0)
@@ -186,9 +186,9 @@ def in_ray_actor(start_model: str, reps: int) -> list[dict]:
     from its main thread and from a thread of a threaded actor (the sampler's `run` is one)."""
     import ray
 
-    from actors.launcher import init_ray
+    from cluster.connect import init_ray
 
-    init_ray(None, "rltf-levers", cpus_needed=2)
+    init_ray(None, "rltf-levers", num_cpus=2)
     rows = []
     try:
         for concurrency in (1, 8):

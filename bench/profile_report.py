@@ -25,13 +25,13 @@ def line_of(relpath: str, text: str) -> str:
 
 def rules() -> list[tuple[str, tuple[str, ...]]]:
     """(category, substrings that must all be on the stack); the first match wins, so specific rules come first."""
-    rl = line_of("learner/rank.py", "self._micro_step(rl_loss")
+    rl = line_of("learner/rank.py", "self.micro_step(rl_loss")
     logits = line_of("models/generation.py", "torch.stack(out.logits")
     log_softmax = line_of("models/generation.py", "torch.log_softmax(logits")
     return [
         # weights: learner side, then sampler side
         ("learner: publish weights (state_dict, ray.put)", ("publish (learner/rank.py",)),
-        ("sampler: fetch new weights (ray.get)", ("refresh_weights (actors/sampler.py", "fetch (learner/weights.py")),
+        ("sampler: fetch new weights (ray.get)", ("refresh_weights (actors/sampler.py", "fetch (learner/weight_sync.py")),
         ("sampler: load new weights (load_state_dict)", ("refresh_weights (actors/sampler.py", "load_state_dict")),
         ("sampler: ask for a newer weight version", ("refresh_weights (actors/sampler.py",)),
         # the sampler's batch
@@ -68,10 +68,10 @@ def rules() -> list[tuple[str, tuple[str, ...]]]:
         # buffer, controller
         ("buffer: write-ahead log (pickle)", (line_of("actors/buffer.py", "pickle.dump((batch_id"),)),
         ("buffer: put / sample / stats", ("actors/buffer.py",)),
-        ("controller: progress tick, metrics", ("_tick (actors/controller.py",)),
-        ("controller: run log (JSONL, TensorBoard)", ("actors/run_log.py",)),
-        ("controller: checkpoint", ("_checkpoint (actors/controller.py",)),
-        ("controller: learner loop", ("actors/controller.py",)),
+        ("controller: progress tick, metrics", ("_tick (train/controller.py",)),
+        ("controller: run log (JSONL, TensorBoard)", ("train/run_log.py",)),
+        ("controller: checkpoint", ("_checkpoint (train/controller.py",)),
+        ("controller: learner loop", ("train/",)),
         ("metrics (ray.util.metrics)", ("cluster/metrics.py",)),
         # Ray's own work in a Python frame: (de)serialising arguments and results, object store calls
         ("Ray: (de)serialisation", ("ray/_private/serialization.py",)),

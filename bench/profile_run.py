@@ -32,7 +32,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from bench.learning import ARMS, checkpoints, train  # noqa: E402
+from bench.learning import checkpoints, train  # noqa: E402
+from bench.learning_arms import ARMS  # noqa: E402
 
 ROLES = ("controller", "learner-0", "sampler-0", "sandbox-0", "sandbox-1", "buffer", "weights")
 QUIET_ROLES = ("controller", "buffer", "weights")
@@ -296,12 +297,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import ray
 
-    from actors.launcher import init_ray
     from bench.profile_report import analyse, plot, table
+    from cluster.connect import init_ray
 
     out_dir = Path(args.out_dir).resolve() / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True)
-    init_ray(None, "rltf-profile", cpus_needed=6)
+    init_ray(None, "rltf-profile", num_cpus=6)
     try:
         start_model = args.start_model
         if not start_model:

@@ -21,6 +21,9 @@ from tasks.records import (InvalidRecords, ProblemFormatError, RecordReader, fir
                            write_jsonl)
 
 FORMATS = ("mbpp", "mbpp-sanitized", "humaneval", "apps", "apps-dir", "synthetic", "rltf")
+# A new dataset: a loader ``(source, split) -> list[Problem]`` named here; ``--data.format=<name>`` (and ``launch.py
+# eval --format <name>``) then loads it, followed by the usual split and limit selection.
+LOADERS: dict[str, Callable[[str, str | None], list[Problem]]] = {}
 KNOWN_SPLITS: dict[str, tuple[str, ...]] = {
     "mbpp": benchmarks.MBPP_SPLITS,
     "mbpp-sanitized": benchmarks.MBPP_SPLITS,
@@ -56,10 +59,12 @@ def load_problems(source: str, fmt: str | None = None, split: str | None = None,
     read) raises `ProblemFormatError` naming it; with ``skip_invalid`` it is left out, and the count and the first
     few reasons go to the log.
     """
-    if fmt is not None and fmt not in FORMATS:
-        raise ValueError(f"unknown problem format {fmt!r}; known formats: {', '.join(FORMATS)}")
+    if fmt is not None and fmt not in FORMATS and fmt not in LOADERS:
+        raise ValueError(f"unknown problem format {fmt!r}; known formats: {', '.join([*FORMATS, *LOADERS])}")
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
+    if fmt in LOADERS:
+        return _select(LOADERS[fmt](source, split), source, fmt, split, limit)
     if split is not None and fmt in KNOWN_SPLITS and split not in KNOWN_SPLITS[fmt]:
         raise ValueError(f"format {fmt!r} has no split {split!r}; its splits: {', '.join(KNOWN_SPLITS[fmt])}")
 

@@ -42,21 +42,21 @@ def test_sampler_stacks_fall_in_generation_sandbox_and_back_pressure(classify):
                           "wait (ray/_private/worker.py:3100)")) == "sampler: waiting under back-pressure (buffer.put)"
     # taking new weights while held by back-pressure is weight traffic, not waiting
     assert classify(stack("Sampler._push (actors/sampler.py:208)", "Sampler.refresh_weights (actors/sampler.py:70)",
-                          "ObjectStoreTransport.fetch (learner/weights.py:110)")) \
+                          "ObjectStoreSync.fetch (learner/weight_sync.py:110)")) \
         == "sampler: fetch new weights (ray.get)"
 
 
 def test_learner_micro_steps_are_told_apart_by_the_line_that_calls_them(classify):
-    rl = line_of("learner/rank.py", "self._micro_step(rl_loss")
-    sup = line_of("learner/rank.py", "record(self._micro_step(supervised_loss, self._supervised_batch()))")
-    backward = ("LearnerRank._micro_step (learner/rank.py:93)", "DeepSpeedEngine.backward (deepspeed/runtime/engine.py:2200)",
+    rl = line_of("learner/rank.py", "self.micro_step(rl_loss")
+    sup = line_of("learner/rank.py", "record(self.micro_step(supervised_loss, self._supervised_batch()))")
+    backward = ("LearnerRank.micro_step (learner/rank.py:93)", "DeepSpeedEngine.backward (deepspeed/runtime/engine.py:2200)",
                 "Tensor.backward (torch/_tensor.py:630)")
     assert classify(stack(f"LearnerRank.train_step ({rl}", *backward)) == "learner: RL micro-step, backward"
     assert classify(stack(f"LearnerRank.train_step ({sup}", *backward)) == "learner: supervised micro-step, backward"
-    assert classify(stack(f"LearnerRank.train_step ({sup}", "LearnerRank._micro_step (learner/rank.py:94)",
+    assert classify(stack(f"LearnerRank.train_step ({sup}", "LearnerRank.micro_step (learner/rank.py:94)",
                           "DeepSpeedEngine.step (deepspeed/runtime/engine.py:2400)",
                           "AdamW.step (torch/optim/adamw.py:200)")) == "learner: optimizer step (AdamW)"
-    assert classify(stack(f"LearnerRank.train_step ({sup}", "LearnerRank._micro_step (learner/rank.py:94)",
+    assert classify(stack(f"LearnerRank.train_step ({sup}", "LearnerRank.micro_step (learner/rank.py:94)",
                           "DeepSpeedEngine.step (deepspeed/runtime/engine.py:2400)")) \
         == "learner: supervised micro-step, DeepSpeed overhead"
     assert classify("Worker.main_loop (ray/_private/worker.py:1069)") == IDLE

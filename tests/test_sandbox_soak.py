@@ -16,7 +16,9 @@ import pytest
 from configs.schema import SandboxConfig
 from sandbox import LocalSandboxPool
 from tasks.problem import Problem
-from tasks.problem import TestSuite as Suite  # aliased: pytest would try to collect Test*
+from tasks.problem import (
+    TestSuite as Suite,  # aliased: pytest would try to collect Test*
+)
 
 LIMITS = SandboxConfig(test_timeout_s=2.0, program_timeout_s=4.0, memory_mb=256, max_output_bytes=1 << 16,
                        max_file_bytes=1 << 16)
