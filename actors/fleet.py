@@ -5,7 +5,9 @@ fleet notices and starts their loop again. The sandbox pool is replaced as a who
 take the new pool between batches, and removed workers end only once every sampler has switched. Whenever the
 set of samplers changes, ``on_samplers_changed`` runs (the weight-sync strategy re-forms its members).
 Where these actors run (their Ray resources per role) is decided only here, so placement and recovery from a
-lost node have one home.
+lost node have one home: samplers of a lost node are restarted by Ray wherever their resources are offered
+(on another node, or on the lost one when it comes back); until one runs again the fleet is ``stalled`` (the
+learner pauses rather than train on the buffer alone) and `waiting` says what for.
 """
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Optional
 
 import ray
 
 from actors.sampler import Sampler, SamplerStatus
+from cluster.placement import resource_request, why_unplaced
 from configs.schema import Config
 from sandbox.pool import RaySandboxPool, create_sandbox_workers
 
@@ -156,6 +159,20 @@ class Fleet:
                 continue
             self._runs[name] = actor.run.remote()
             await self.on_samplers_changed()  # its new process is not in the weight-sync members yet
+
+    @property
+    def stalled(self) -> bool:
+        """Samplers are wanted but none runs: all died (a lost node) and wait to be placed again."""
+        return bool(self.samplers) and all(ref is None for ref in self._runs.values())
+
+    def waiting(self) -> Optional[str]:
+        """The samplers that died and are not running again yet, and why (for the run's status line); or None."""
+        down = [name.rsplit(":", 1)[-1] for name, ref in self._runs.items() if ref is None]
+        if not down:
+            return None
+        sampler = self.cfg.sampler
+        why = why_unplaced(resource_request(sampler.num_cpus, sampler.num_gpus, sampler.resources))
+        return f"{', '.join(down)} ({why})" + ("; the learner pauses until a sampler runs" if self.stalled else "")
 
     async def statuses(self, timeout: float = 2.0) -> list[SamplerStatus]:
         """Statuses of the samplers that answer in time. A sampler still waiting for resources (scaled up past

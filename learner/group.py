@@ -1,25 +1,34 @@
 """The learner ranks of a run, driven in lock step from the controller: start, step, publish, checkpoint.
 
-Ranks form a torch.distributed group that cannot take a replacement member in place, so a rank that dies ends
-the group (`LearnerDied`); `train --resume` starts a new group from the last checkpoint.
+The ranks live in one placement group (a bundle each), reserved before they start, so a group never starts half
+placed. Ranks form a torch.distributed group that cannot take a replacement member in place: a rank that dies
+(its process killed, its node lost) ends the whole group, and any call on the group then raises `LearnerDied`.
+The controller's recovery (`train.recovery`) then calls `stop` and `start` again and loads the last checkpoint:
+the placement group stays, keeping its reservation, and Ray re-places the bundles of a lost node by itself.
 """
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cluster.metrics import RunMetrics
+from cluster.placement import resource_request, why_unplaced
 from configs.schema import Config
 from learner.checkpoints import Checkpoint, CheckpointState
 from learner.rank import LearnerRank
 
+_NAME_RELEASE_S = 60.0  # a killed rank's actor name is freed asynchronously
+
 
 class LearnerDied(RuntimeError):
-    """A learner rank process ended; the run cannot go on without it."""
+    """A learner rank process ended; the group must be started again (from the last checkpoint)."""
 
 
 class LearnerGroup:
@@ -28,44 +37,97 @@ class LearnerGroup:
         self.ranks: list[Any] = []
         self.step = 0
         self.metrics = RunMetrics(cfg.run.name, "learner")
+        self.placement: Any = None  # the ranks' placement group, created by the first `start`
+        self.waiting: Optional[str] = None  # what `start` waits for, for the run's status line
 
     @property
     def sender(self) -> Any:
         """The rank that publishes weights (rank 0)."""
         return self.ranks[0]
 
+    @property
+    def bundle(self) -> dict[str, float]:
+        learner = self.cfg.learner
+        return resource_request(learner.num_cpus, learner.num_gpus, learner.resources)
+
     async def start(self, problems_ref: Any) -> dict[str, Any]:
-        """Create the rank actors, form their process group, load the policy and the engine on each."""
-        learner, world = self.cfg.learner, self.cfg.learner.num_ranks
-        rank_cls = ray.remote(LearnerRank)
-        self.ranks = [
-            rank_cls.options(name=self.actor_name(f"learner-{r}"), num_cpus=learner.num_cpus,
-                             num_gpus=learner.num_gpus, resources=learner.resources).remote(self.cfg, r, world)
-            for r in range(world)
-        ]
-        addr, port = await self.sender.rendezvous_address.remote()
-        infos = await asyncio.gather(*[r.setup.remote(addr, port, problems_ref) for r in self.ranks])
+        """Create the rank actors in their placement group (waiting, with `waiting` set, until it is placed), form
+        their process group, load the policy and the engine on each. Rank 0's set-up report."""
+        world, self.step = self.cfg.learner.num_ranks, 0
+        if self.placement is None and self.bundle:  # (ranks that ask for no resources need no reservation)
+            # PACK: ranks on as few nodes as fit (their all-reduce is the learner's hot path).
+            self.placement = placement_group([self.bundle] * world, strategy="PACK")
+        if self.placement is not None:
+            await self._reserve()
+        self.ranks = [await self._new_rank(r) for r in range(world)]
+        addr, port = (await self._call(self.sender.rendezvous_address.remote()))[0]
+        infos = await self._call(*[r.setup.remote(addr, port, problems_ref) for r in self.ranks])
         return infos[0]
+
+    async def _new_rank(self, rank: int) -> Any:
+        learner, name = self.cfg.learner, self.actor_name(f"learner-{rank}")
+        deadline = time.time() + _NAME_RELEASE_S
+        while True:
+            try:
+                return ray.remote(LearnerRank).options(
+                    name=name, num_cpus=learner.num_cpus, num_gpus=learner.num_gpus, resources=learner.resources,
+                    scheduling_strategy=(PlacementGroupSchedulingStrategy(self.placement, rank)
+                                         if self.placement is not None else None),
+                ).remote(self.cfg, rank, learner.num_ranks)
+            except ValueError:  # the name of the rank this one replaces is not released yet
+                if time.time() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    async def _reserve(self) -> None:
+        """Wait until the placement group is placed (at once, unless a node is lost or the cluster is full);
+        meanwhile `waiting` says why it is not."""
+        ready = asyncio.ensure_future(self.placement.ready())
+        while not (await asyncio.wait([ready], timeout=2.0))[0]:
+            self.waiting = (f"the learner's placement group ({self.cfg.learner.num_ranks} bundles), each "
+                            f"{why_unplaced(self.bundle)}")
+        self.waiting = None
+
+    async def _call(self, *refs: Any) -> list[Any]:
+        """The results of calls on the ranks; `LearnerDied` when a rank's process is gone."""
+        try:
+            return list(await asyncio.gather(*refs))
+        except ray.exceptions.RayActorError as exc:
+            raise LearnerDied(f"a learner rank died at step {self.step} ({type(exc).__name__})") from None
 
     async def train_step(self, shards: Optional[list[list[Any]]]) -> dict[str, Any]:
         """One optimizer step on every rank: ``shards`` (one list of trajectories per rank) for an RL step, None
         for a supervised-only one. Rank 0's metrics."""
         shards = shards or [None] * len(self.ranks)
-        try:
-            results = await asyncio.gather(*[r.train_step.remote(s) for r, s in zip(self.ranks, shards)])
-        except ray.exceptions.RayActorError as exc:
-            raise LearnerDied(f"a learner rank died at step {self.step} ({type(exc).__name__}); the run stops. "
-                              f"Continue with: python launch.py train --resume {self.run_dir}") from None
+        results = await self._call(*[r.train_step.remote(s) for r, s in zip(self.ranks, shards)])
         self.step = results[0]["step"]
         self.metrics.record("rltf_learner_step_seconds", max(r["step_s"] for r in results))
         return results[0]
 
+    async def on_sender(self, call: Callable[[Any], Awaitable[Any]]) -> Any:
+        """``call(rank 0)`` (a weight-sync publish or membership change); `LearnerDied` if rank 0 is gone."""
+        try:
+            return await call(self.sender)
+        except ray.exceptions.RayActorError:
+            await self._call(self.sender.__ray_ready__.remote())  # LearnerDied if the dead actor was rank 0
+            raise  # another member died (a sampler of a collective weight group)
+
     async def save(self, checkpoint: Checkpoint, state: CheckpointState) -> None:
-        await asyncio.gather(*[r.save_checkpoint.remote(str(checkpoint.path), asdict(state)) for r in self.ranks])
+        await self._call(*[r.save_checkpoint.remote(str(checkpoint.path), asdict(state)) for r in self.ranks])
 
     async def load(self, checkpoint: Checkpoint) -> None:
-        await asyncio.gather(*[r.load_checkpoint.remote(str(checkpoint.path)) for r in self.ranks])
+        await self._call(*[r.load_checkpoint.remote(str(checkpoint.path)) for r in self.ranks])
+        self.step = checkpoint.state().step
 
-    def kill(self) -> None:
+    def stop(self) -> None:
+        """End the ranks (a dead one ended its group); the placement group keeps their bundles reserved."""
         for rank in self.ranks:
             ray.kill(rank, no_restart=True)
+        self.ranks = []
+
+    def kill(self) -> None:
+        """End the ranks and release their placement group (the run is over)."""
+        self.stop()
+        if self.placement is not None:
+            remove_placement_group(self.placement)
+            self.placement = None

@@ -51,12 +51,13 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen, log: Path):
     pytest.fail(f"timed out waiting; log:\n{log.read_text()[-3000:]}")
 
 
-def kill_sampler(run_dir: Path, name: str) -> int:
-    """SIGKILL the sampler's process, found by its actor name through a second Ray driver. That driver runs in a
-    process of its own: joining a cluster by address sends the cluster's token only when RAY_AUTH_MODE=token is
-    set before Ray loads (Ray 2.60 token authentication)."""
-    script = ("import ray, sys; ray.init(address=sys.argv[1], namespace='rltf', log_to_driver=False); "
-              "print(ray.get(ray.get_actor(sys.argv[2]).status.remote(), timeout=30).pid)")
+def kill_actor(run_dir: Path, name: str) -> int:
+    """SIGKILL the process of the run's actor ``name``, found through a second Ray driver; its pid. That driver
+    runs in a process of its own: joining a cluster by address sends the cluster's token only when
+    RAY_AUTH_MODE=token is set before Ray loads (Ray 2.60 token authentication)."""
+    script = ("import os, ray, sys; ray.init(address=sys.argv[1], namespace='rltf', log_to_driver=False); "
+              "actor = ray.get_actor(sys.argv[2]); "
+              "print(ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=60))")
     address = (run_dir / "ray_address").read_text().strip()
     out = subprocess.run([sys.executable, "-c", script, address, name], cwd=REPO_ROOT, capture_output=True, text=True,
                          timeout=180, env={**os.environ, "RAY_AUTH_MODE": "token"})
@@ -72,7 +73,7 @@ def test_run_survives_sampler_kill_then_resumes_with_buffer(tmp_path):
     proc = train(["--config", "smoke", *OVERRIDES], tmp_path, log)
     wait_for(lambda: any(r.get("kind") == "learner" and r["step"] >= WARM + 2 for r in records(run_dir)), 240,
              proc, log)
-    kill_sampler(run_dir, "looptest:sampler-0")
+    kill_actor(run_dir, "looptest:sampler-0")
     assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
 
     recs = records(run_dir)
