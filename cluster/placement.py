@@ -32,5 +32,5 @@ def why_unplaced(request: dict[str, float], nodes: Optional[list[dict]] = None) 
     live = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
     if any(all(totals.get(k, 0.0) >= v for k, v in request.items()) for totals in live):
         return f"starting, or waiting for {format_request(request)} to be free"
-    return (f"needs {format_request(request)}, which none of the {len(live)} live nodes offers: "
+    return (f"needs {format_request(request)}, which no live node offers ({len(live)} live): "
             "waiting for a node that does")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_cluster_e2e import process_table, with_descendants
 from tests.test_loop import records, train, wait_for
 
 pytestmark = pytest.mark.slow
@@ -23,28 +24,11 @@ FAST = [
 ]
 
 
-def process_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) of every process."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                table[int(entry.name)] = (ppid, (entry / "cmdline").read_bytes().decode(errors="replace"))
-            except (OSError, IndexError, ValueError):
-                pass
-    return table
-
-
 def actor_pids(root: int, class_name: str) -> list[int]:
     """Processes below ``root`` (a training command and its embedded Ray) that run an actor of ``class_name``:
     Ray names an actor's worker process ``ray::<class>``."""
-    table, below, grew = process_table(), {root}, True
-    while grew:
-        more = {pid for pid, (ppid, _) in table.items() if ppid in below} - below
-        below |= more
-        grew = bool(more)
-    return sorted(pid for pid in below if table.get(pid, (0, ""))[1].startswith(f"ray::{class_name}"))
+    table = process_table()
+    return sorted(pid for pid in with_descendants({root}, table) if table[pid][1].startswith(f"ray::{class_name}"))
 
 
 def past_a_checkpoint(run_dir: Path):

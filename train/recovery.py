@@ -45,20 +45,29 @@ class LearnerRecovery:
         self.status: Optional[str] = None  # what a restart in progress waits for, for the run's status line
 
     async def recover(self, died: LearnerDied) -> None:
-        """Start the learner group again from the last checkpoint; re-raises ``died`` (naming `--resume`) once
-        ``learner.max_restarts`` restarts are used up."""
-        run, limit = self.run, self.run.cfg.learner.max_restarts
-        run.log.write({"kind": "event", "event": "learner_died", "step": run.step, "error": str(died),
-                       "restarts": self.restarts})
-        if self.restarts >= limit:
-            raise LearnerDied(f"{died}; learner.max_restarts={limit} restarts used up, the run stops. "
-                              f"Continue with: python launch.py train --resume {run.run_dir}") from None
-        self.restarts += 1
-        started, died_at = time.time(), run.step
+        """Start the learner group again from the last checkpoint (again, if a rank dies while it starts);
+        re-raises, naming `--resume`, once ``learner.max_restarts`` restarts are used up."""
+        run, died_at = self.run, self.run.step
+        while True:
+            limit = run.cfg.learner.max_restarts
+            run.log.write({"kind": "event", "event": "learner_died", "step": run.step, "error": str(died),
+                           "restarts": self.restarts})
+            if self.restarts >= limit:
+                raise LearnerDied(f"{died}; learner.max_restarts={limit} restarts used up, the run stops. "
+                                  f"Continue with: python launch.py train --resume {run.run_dir}") from None
+            self.restarts += 1
+            try:
+                await self._restart(died_at)
+                return
+            except LearnerDied as again:
+                died = again
+
+    async def _restart(self, died_at: int) -> None:
+        run, started = self.run, time.time()
         checkpoint = run.checkpoints.latest()
         resumed_from = checkpoint.state().step if checkpoint is not None else 0
-        self.status = (f"the learner to restart ({self.restarts} of {limit}) from "
-                       f"{f'checkpoint step {resumed_from}' if checkpoint else 'the initial model (no checkpoint yet)'}")
+        origin = f"checkpoint step {resumed_from}" if checkpoint else "the initial model (no checkpoint yet)"
+        self.status = f"the learner to restart ({self.restarts} of {run.cfg.learner.max_restarts}) from {origin}"
         try:
             run.learners.stop()
             await run.learners.start(run.problems_ref)
