@@ -68,3 +68,20 @@ def test_why_an_actor_is_not_placed():
     # Enough of each resource in the cluster, but on no single node, does not place it either.
     split = {"Alive": True, "Resources": {"sampler_slot": 1.0}}
     assert "which no live node offers (2 live)" in why_unplaced(request, [head, split])
+
+
+def test_one_controller_per_run_directory(tmp_path):
+    import asyncio
+
+    from train.recovery import RunInUse, hold_run_dir
+
+    async def go():
+        first = await hold_run_dir(tmp_path)
+        with pytest.raises(RunInUse, match="in use by a live run"):
+            await hold_run_dir(tmp_path, wait_s=0.6)
+        waiting = asyncio.create_task(hold_run_dir(tmp_path, wait_s=10))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        first.close()  # the old controller's process died: the kernel drops its lock
+        (await asyncio.wait_for(waiting, 5)).close()
+    asyncio.run(go())

@@ -54,8 +54,9 @@ class Controller:
         self.checkpoints = RunCheckpoints(self.run_dir)
         # The buffer's log and the published weights' directory entry live with the run directory: on this node.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        self.store = ray.remote(WeightStore).options(name=self.actor_name("weights"), num_cpus=0,
-                                                     scheduling_strategy=here).remote()
+        # Killed, the store comes back empty: samplers keep their weights until the next publish fills it.
+        self.store = ray.remote(WeightStore).options(name=self.actor_name("weights"), num_cpus=0, max_restarts=-1,
+                                                     max_task_retries=-1, scheduling_strategy=here).remote()
         self.weight_sync = make_weight_sync(cfg.weights.transport, self.store)
         self.buffer = ray.remote(OnlineBuffer).options(
             # Killed, it restarts from its snapshot and log; calls made meanwhile are retried, not lost.
