@@ -16,7 +16,11 @@ from typing import Literal, Optional
 @dataclass
 class RunConfig:
     name: str = "rltf"
-    output_dir: str = "runs"  # the run writes to output_dir/name
+    output_dir: str = "runs"  # the run writes to output_dir/name (a local path), unless `storage` is set
+    # Where the run's outputs go (Ray Train's storage_path): a path shared by the nodes or a URI that pyarrow.fs
+    # opens (s3://bucket/runs, gs://bucket/runs); the run writes to storage/name. Needed inside a Ray job, whose
+    # working directory Ray deletes.
+    storage: Optional[str] = None
     seed: int = 0
     namespace: str = "rltf"  # Ray namespace: named actors of a run live here
     log_every_s: float = 5.0  # progress line period

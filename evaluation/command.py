@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--samplers", type=int, default=2, help="evaluation actors, each with a policy copy; 0 = no Ray [2]")
     add("--workers", type=int, default=0, help="sandbox workers (default: one per core)")
     add("--out", default=None, help="output directory (default: runs/eval-<model>-<time>)")
-    add("--address", default=None, help="join this Ray cluster (default: an embedded local Ray)")
+    add("--address", default=None, help="join this Ray cluster (default: the job's cluster inside `ray job submit` "
+                                        "or RAY_ADDRESS, else an embedded local Ray; local: always embedded)")
     add("--seed", type=int, default=0, help="sampling seed [0]")
 
 

@@ -91,6 +91,10 @@ def test_run_survives_sampler_kill_then_resumes_with_buffer(tmp_path):
     closed = [r for r in recs if r.get("event") == "buffer_closed"][-1]
     assert closed["buffer_size"] > 0
 
+    # What writers killed half-way leave behind (a partial folder, a folder without its state.json) is never
+    # resumed from, even at a later step.
+    (run_dir / "checkpoints" / "step_000099.partial-dead" / "hf").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step_000098" / "deepspeed").mkdir(parents=True)
     proc = train(["--resume", str(run_dir), f"--learner.total_steps={STEPS + MORE}"], tmp_path, tmp_path / "resume.log")
     assert proc.wait(timeout=300) == 0, (tmp_path / "resume.log").read_text()[-3000:]
     recs = records(run_dir)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 import ray
@@ -25,34 +25,41 @@ import ray
 from actors.buffer import BufferStats, OnlineBuffer
 from actors.fleet import Fleet
 from cluster.metrics import RunMetrics
+from cluster.storage import RunStorage
 from configs import save_config
 from configs.schema import Config
 from learner import make_weight_sync
-from learner.checkpoints import Checkpoint, CheckpointState, RunCheckpoints
+from learner.checkpoints import BUFFER_SNAPSHOT, Checkpoint, CheckpointState, RunCheckpoints
 from learner.group import LearnerGroup
 from learner.weight_sync import WeightStore, WeightSyncError
 from train.run_log import RunLog
 from train.sources import make_source
 from train.status import Phase, Progress, RunStatus, RunSummary, SamplingStats
 
+log = logging.getLogger(__name__)
+
 
 class Controller:
-    def __init__(self, cfg: Config, run_dir: str, resume: bool = False) -> None:
-        self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+    def __init__(self, cfg: Config, location: str, resume: bool = False) -> None:
+        """``location``: the run's folder in its storage (a path or a URI, `cluster.storage`)."""
+        self.cfg, self.location, self.resume = cfg, location, resume
+        self.storage = RunStorage(location)
         self.phase = Phase.STARTING
         self.step = self.version = 0
         self.started = self.train_started = self.last_checkpoint = time.time()
         self.progress_ = Progress(Phase.STARTING.value)
-        self.log = RunLog(self.run_dir)
+        self.log = RunLog(self.storage)
         self.metrics = RunMetrics(cfg.run.name, "controller")
-        self.checkpoints = RunCheckpoints(self.run_dir)
+        self.checkpoints = RunCheckpoints(self.storage)
+        latest = self.checkpoints.latest() if resume else None
         self.store = ray.remote(WeightStore).options(name=self.actor_name("weights"), num_cpus=0).remote()
         self.weight_sync = make_weight_sync(cfg.weights.transport, self.store)
         self.buffer = ray.remote(OnlineBuffer).options(
             # Killed, it restarts from its snapshot and log; calls made meanwhile are retried, not lost.
             name=self.actor_name("buffer"), num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=64,
-        ).remote(cfg.buffer, str(self.run_dir / "buffer"), cfg.run.seed)
-        self.learners = LearnerGroup(cfg, self.actor_name, self.run_dir)
+        ).remote(cfg.buffer, str(self.storage.local_dir() / "buffer"), cfg.run.seed,
+                 latest and (latest.storage, latest.file_name(BUFFER_SNAPSHOT)))
+        self.learners = LearnerGroup(cfg, self.actor_name, location)
         self.fleet = Fleet(cfg, self.actor_name, self.samplers_changed, self.log.write)
         self.source = make_source(self)
 
@@ -74,7 +81,7 @@ class Controller:
 
         cfg = self.cfg
         self.phase = Phase.BUILDING
-        save_config(cfg, self.run_dir / "config.yaml")
+        save_config(cfg, self.log.run_dir / "config.yaml")
         problems = load_problems(cfg.data.source, fmt=cfg.data.format, split=cfg.data.split, limit=cfg.data.limit,
                                  skip_invalid=cfg.data.skip_invalid)
         problems_ref = ray.put(problems)
@@ -133,11 +140,13 @@ class Controller:
         if checkpoint is None or checkpoint.step != self.step:
             checkpoint = await self._checkpoint()
         self.log.close()
-        plots = self.log.plot()
+        plots = [self.storage.url(str(p.relative_to(self.log.run_dir))) for p in self.log.plot()]
         self.phase = Phase.DONE
-        summary = RunSummary(dataclasses.replace(final, phase=Phase.DONE.value), str(checkpoint.path),
-                             str(checkpoint.hf_dir), [str(p) for p in plots], str(self.run_dir))
-        (self.run_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+        summary = RunSummary(dataclasses.replace(final, phase=Phase.DONE.value),
+                             checkpoint.location if checkpoint else None, checkpoint.hf_location if checkpoint else None,
+                             plots, self.location)
+        (self.log.run_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+        self.log.sync()
         return summary
 
     # --- the parts the loop and the sources use -------------------------------------------------------------
@@ -187,27 +196,40 @@ class Controller:
         if by_steps or by_time:
             await self._checkpoint()
 
-    async def _checkpoint(self) -> Checkpoint:
-        checkpoint = self.checkpoints.begin(self.step)
+    async def _checkpoint(self) -> Optional[Checkpoint]:
+        """Save a whole checkpoint, or report why it could not be written and keep the last good one."""
         self.last_checkpoint = time.time()
         state = CheckpointState(self.step, self.version, self.phase.value,
                                 round(self.last_checkpoint - self.train_started, 2))
-        await self.learners.save(checkpoint, state)
-        await self.buffer.snapshot.remote(str(checkpoint.buffer_dir))
-        self.checkpoints.commit(checkpoint, state)
-        self.log.write({"kind": "event", "event": "checkpoint", "step": self.step, "path": str(checkpoint.path)})
+        checkpoint = None
+        try:
+            checkpoint = self.checkpoints.begin(self.step)
+            parts = await self.learners.save(checkpoint, state)
+            await self.buffer.snapshot.remote(checkpoint.storage, checkpoint.file_name(BUFFER_SNAPSHOT))
+            checkpoint = self.checkpoints.commit(checkpoint, state, parts)
+        except OSError as exc:  # CheckpointWriteError, StorageError: they name the path
+            if checkpoint is not None:
+                self.checkpoints.abort(checkpoint)
+            kept = self.checkpoints.latest()
+            log.error("checkpoint of step %d failed: %s; the last good one is %s", self.step, exc,
+                      kept.location if kept else "none")
+            self.log.write({"kind": "event", "event": "checkpoint_failed", "step": self.step, "error": str(exc),
+                            "kept": kept.location if kept else None})
+            return kept
+        self.log.write({"kind": "event", "event": "checkpoint", "step": self.step, "path": checkpoint.location})
+        self.log.sync()
         return checkpoint
 
     async def _restore(self) -> None:
         latest = self.checkpoints.latest()
         if latest is None:
-            raise FileNotFoundError(f"--resume: no checkpoint under {self.checkpoints.root}")
+            raise FileNotFoundError(f"--resume: no whole checkpoint under {self.checkpoints.root}")
         await self.learners.load(latest)
         state = latest.state()
         self.step, self.version = state.step, state.version
         # The buffer actor restored itself from the run's buffer/ (snapshot + log): record what it holds.
         seqs = await self.buffer.sequence_numbers.remote()
-        self.log.write({"kind": "event", "event": "resumed", "step": self.step, "path": str(latest.path),
+        self.log.write({"kind": "event", "event": "resumed", "step": self.step, "path": latest.location,
                         "buffer_size": len(seqs), "buffer_seq_sum": sum(seqs),
                         "buffer_accepted": (await self.buffer.stats.remote()).accepted})
 

@@ -10,12 +10,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster.storage import RunStorage
+
 
 class RunLog:
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = Path(run_dir)
+    """Writes into the run's storage: in place on a path; for a URI into a staging folder on this node that
+    `sync` uploads (at each checkpoint, evaluation and the end)."""
+
+    SYNCED = ("config.yaml", "metrics.jsonl", "tensorboard", "plots", "summary.json")
+
+    def __init__(self, storage: RunStorage) -> None:
+        self.storage = storage
+        self.run_dir = storage.local_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
+        if storage.local_root is None and not self.path.exists() and storage.exists("metrics.jsonl"):
+            self.path.write_bytes(storage.read_bytes("metrics.jsonl"))  # resumed on another node: keep the history
         self._file = open(self.path, "a")
         self._tb = None
         try:
@@ -24,6 +34,18 @@ class RunLog:
             self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
         except ImportError:  # tensorboard is a declared dependency; a stripped install still runs
             pass
+
+    def sync(self) -> None:
+        """Upload what this log wrote, when the storage is not written in place."""
+        if self.storage.local_root is not None:
+            return
+        if not self._file.closed:
+            self._file.flush()
+        if self._tb is not None:
+            self._tb.flush()
+        for name in self.SYNCED:
+            if (self.run_dir / name).exists():
+                self.storage.upload(self.run_dir / name, name)
 
     def write(self, record: dict[str, Any]) -> None:
         record = {"time": time.time(), **record}
