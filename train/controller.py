@@ -32,6 +32,7 @@ from learner import make_weight_sync
 from learner.checkpoints import BUFFER_SNAPSHOT, Checkpoint, CheckpointState, RunCheckpoints
 from learner.group import LearnerGroup
 from learner.weight_sync import WeightStore, WeightSyncError
+from evaluation.heldout import HeldOutEval, load_heldout
 from train.run_log import RunLog
 from train.sources import make_source
 from train.status import Phase, Progress, RunStatus, RunSummary, SamplingStats
@@ -46,6 +47,8 @@ class Controller:
         self.storage = RunStorage(location)
         self.phase = Phase.STARTING
         self.step = self.version = 0
+        self.version_steps: dict[int, int] = {}  # weight version -> the learner step it was published at
+        self.heldout: Optional[HeldOutEval] = None
         self.started = self.train_started = self.last_checkpoint = time.time()
         self.progress_ = Progress(Phase.STARTING.value)
         self.log = RunLog(self.storage)
@@ -84,6 +87,9 @@ class Controller:
         save_config(cfg, self.log.run_dir / "config.yaml")
         problems = load_problems(cfg.data.source, fmt=cfg.data.format, split=cfg.data.split, limit=cfg.data.limit,
                                  skip_invalid=cfg.data.skip_invalid)
+        if cfg.eval.every_steps and cfg.learner.rl and cfg.learner.online:  # evaluated by the online samplers
+            self.heldout = HeldOutEval(cfg, load_heldout(cfg), self._heldout_record,
+                                       lambda version: self.version_steps.get(version, self.step))
         problems_ref = ray.put(problems)
         self.fleet.start_sandbox()
         self.fleet.supply(problems_ref, self.buffer, self.weight_sync)
@@ -109,6 +115,7 @@ class Controller:
             return
         self.phase = self.source.phase
         await self.source.start()
+        await self._maybe_evaluate()
         last_tick = 0.0
         while self.step < total and not self._out_of_time():
             batch = await self.source.next_batch()
@@ -121,6 +128,7 @@ class Controller:
             metrics = await self._learner_step(batch.shards)
             record = {"kind": "learner", "step": self.step, **batch.stats(self.version), **metrics}
             await self.source.after_step(self.step)
+            await self._maybe_evaluate()
             await self._maybe_checkpoint(self.step - learner.warm_start_steps)
             if not self.source.samples:
                 self.progress_ = Progress(self.phase.value, self.step, self.version, learner=metrics)
@@ -131,6 +139,10 @@ class Controller:
 
     async def _finish(self) -> RunSummary:
         self.phase = Phase.FINISHING
+        if self.heldout is not None:  # the end's evaluation, by the samplers before they stop
+            await self.heldout.wait()
+            await self._maybe_evaluate(final=True)
+            await self.heldout.wait()
         final = await self._tick()
         await self.fleet.stop_samplers(self.buffer.close.remote)
         seqs = await self.buffer.sequence_numbers.remote()
@@ -173,6 +185,7 @@ class Controller:
             return
         if info is not None:
             self.version += 1
+            self.version_steps[self.version] = self.step
             self.log.write({"kind": "event", "event": "publish", "step": self.step, **info})
 
     async def samplers_changed(self) -> None:
@@ -180,6 +193,19 @@ class Controller:
         if members is not None:  # newcomers have no weights until the current ones go out again
             self.log.write({"kind": "event", "event": "weight_group", **members})
             await self.publish()
+
+    async def _maybe_evaluate(self, final: bool = False) -> None:
+        """Start a held-out evaluation of the current weights when one is due (`evaluation.heldout`)."""
+        rl_steps = self.step - self.cfg.learner.warm_start_steps
+        if self.heldout is None or not self.fleet.samplers or not self.heldout.due(rl_steps, self.step, final):
+            return
+        if self.version_steps.get(self.version) != self.step:  # the samplers evaluate what the learner has now
+            await self.publish()
+        self.heldout.start(list(self.fleet.samplers.values()), rl_steps, self.step, self.version)
+
+    def _heldout_record(self, record: dict[str, Any]) -> None:
+        self.log.write(record)
+        self.log.sync()
 
     def _out_of_time(self) -> bool:
         limit = self.cfg.run.max_wall_s

@@ -1,7 +1,7 @@
 """What a run leaves for people to read: metrics as JSONL and TensorBoard events, PNG curves, a summary.
 
-The controller appends one record per learner step (and per progress tick); at the end `plot` draws pass rate,
-reward and loss against wall-clock time.
+The controller appends one record per learner step (and per progress tick, held-out evaluation and event); at the
+end `plot` draws pass rate, reward and loss against wall-clock time, and held-out pass@k against the learner step.
 """
 from __future__ import annotations
 
@@ -72,7 +72,9 @@ class RunLog:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        records = [r for r in self.records() if r.get("kind") == "learner"]
+        all_records = self.records()
+        records = [r for r in all_records if r.get("kind") == "learner"]
+        heldout = [r for r in all_records if r.get("kind") == "eval"]
         if not records:
             return []
         t0 = records[0]["time"]
@@ -82,7 +84,7 @@ class RunLog:
             ("loss_rl", "RL loss (per token)"),
             ("sl_nll", "supervised NLL (per token)"),
         ]
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+        fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.2 * (len(panels) + 1), 3.4))
         for ax, (key, title) in zip(axes, panels):
             points = [((r["time"] - t0) / 60, r[key]) for r in records if r.get(key) is not None]
             if points:
@@ -93,12 +95,30 @@ class RunLog:
             ax.set_xlabel("wall-clock minutes of RL")
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=8)
+        plot_heldout(axes[-1], heldout)
         fig.tight_layout()
         out = self.run_dir / "plots" / "training.png"
         out.parent.mkdir(exist_ok=True)
         fig.savefig(out, dpi=110)
         plt.close(fig)
         return [out]
+
+
+def plot_heldout(ax, records: list[dict[str, Any]]) -> None:
+    """Held-out pass@k against the learner step of the weights evaluated (`evaluation.heldout`)."""
+    keys = sorted({k for r in records for k in r if k.startswith("eval_pass@")}, key=lambda k: (len(k), k))
+    for key in keys:
+        points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+        if points:
+            xs, ys = zip(*points)
+            label = key.removeprefix("eval_").replace("_greedy", " greedy") + ("" if "greedy" in key else " sampled")
+            ax.plot(xs, ys, marker="o", lw=1.5, label=label)
+    ax.set_title("held-out pass@k" if records else "held-out pass@k (eval.every_steps off)", fontsize=10)
+    ax.set_xlabel("learner step")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    if keys:
+        ax.legend(fontsize=8)
 
 
 def moving_average(values, window: int) -> list[float]:
