@@ -94,9 +94,10 @@ def test_eval_command_on_ray_writes_all_files_and_its_verdicts_regrade_identical
                            "--samples", str(out / "samples.jsonl"), "--grading-tests", "--out", str(regraded)],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
-    drop = {"wall_ms", "sample_index"}
-    assert [{k: v for k, v in row.items() if k not in drop} for row in verdicts] == \
-           [{k: v for k, v in row.items() if k not in drop} for row in _rows(regraded)]
+    # execute keeps each input row (its program too) and adds the verdict: the verdicts are the same
+    keep = set(verdicts[0]) - {"wall_ms", "sample_index"}
+    assert [{k: v for k, v in row.items() if k in keep} for row in verdicts] == \
+           [{k: v for k, v in row.items() if k in keep} for row in _rows(regraded)]
 
     # The same seed without Ray (one process, no actors) samples the same programs: chunks are seeded alike.
     again = evaluate("tiny:gpt2", list(problems.values()), n=2, ks=(1,), samplers=0, workers=1, seed=3,
