@@ -83,11 +83,16 @@ def format_progress(p: Progress) -> str:
     s, loss = p.sampling, p.learner.get("loss_rl")
     versions = ",".join(str(v) for v in s.sampler_versions.values())
     sync = f", sync {s.weight_sync_s:.2f}s" if s.weight_sync_s is not None else ""
+    def score(key: str) -> str:
+        value = p.heldout.get(key)
+        return "-" if value is None else f"{value:.3f}"
+    heldout = (f" | held-out pass@1 {score('eval_pass@1')} (greedy {score('eval_pass@1_greedy')}, "
+               f"step {p.heldout['step']})" if p.heldout else "")
     return (
         f"[{p.phase}] step {p.step} | v{p.version} (samplers: {versions or '-'}{sync}) | "
         f"{s.samples_per_s:.1f} samples/s | pass {s.pass_rate:.3f} | reward {s.mean_reward:+.3f} | "
         f"buffer {s.buffer_size}/{s.buffer_capacity} | lag {s.policy_lag:.2f} | "
-        f"loss {'-' if loss is None else f'{loss:+.4f}'}"
+        f"loss {'-' if loss is None else f'{loss:+.4f}'}{heldout}"
     )
 
 

@@ -28,11 +28,11 @@ from cluster.metrics import RunMetrics
 from cluster.storage import RunStorage
 from configs import save_config
 from configs.schema import Config
+from evaluation.heldout import HeldOutEval, load_heldout
 from learner import make_weight_sync
 from learner.checkpoints import BUFFER_SNAPSHOT, Checkpoint, CheckpointState, RunCheckpoints
 from learner.group import LearnerGroup
 from learner.weight_sync import WeightStore, WeightSyncError
-from evaluation.heldout import HeldOutEval, load_heldout
 from train.run_log import RunLog
 from train.sources import make_source
 from train.status import Phase, Progress, RunStatus, RunSummary, SamplingStats
@@ -49,6 +49,7 @@ class Controller:
         self.step = self.version = 0
         self.version_steps: dict[int, int] = {}  # weight version -> the learner step it was published at
         self.heldout: Optional[HeldOutEval] = None
+        self.last_heldout: dict[str, Any] = {}
         self.started = self.train_started = self.last_checkpoint = time.time()
         self.progress_ = Progress(Phase.STARTING.value)
         self.log = RunLog(self.storage)
@@ -204,6 +205,8 @@ class Controller:
         self.heldout.start(list(self.fleet.samplers.values()), rl_steps, self.step, self.version)
 
     def _heldout_record(self, record: dict[str, Any]) -> None:
+        if record["kind"] == "eval":
+            self.last_heldout = {k: v for k, v in record.items() if k == "step" or k.startswith("eval_pass@")}
         self.log.write(record)
         self.log.sync()
 
@@ -276,7 +279,7 @@ class Controller:
             sampler_restarts=self.fleet.restarts,
         )
         self.progress_ = Progress(self.phase.value, self.step, self.version, round(elapsed, 1),
-                                  learner_metrics or {}, sampling)
+                                  learner_metrics or {}, sampling, self.last_heldout)
         m = self.metrics
         m.record("rltf_pass_rate", sampling.pass_rate)
         m.record("rltf_mean_reward", sampling.mean_reward)
