@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="join this Ray cluster (auto, host:port, ray://host:10001); default: the job's cluster "
                              "inside `ray job submit` or RAY_ADDRESS, else an embedded local Ray (also: local)")
     parser.add_argument("--resume", metavar="RUN_DIR", default=None,
-                        help="continue the run in RUN_DIR from its latest checkpoint, buffer included")
+                        help="continue the run in RUN_DIR (a path or a run.storage URI) from its latest whole "
+                             "checkpoint, buffer included")
     parser.set_defaults(overrides=[])
     parser.epilog = "Any --section.key=value argument overrides the config, e.g. --learner.lr=1e-5 --sampler.num_samplers=2"
 
