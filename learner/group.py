@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import ray
@@ -23,7 +22,7 @@ class LearnerDied(RuntimeError):
 
 
 class LearnerGroup:
-    def __init__(self, cfg: Config, actor_name: Callable[[str], str], run_dir: Path) -> None:
+    def __init__(self, cfg: Config, actor_name: Callable[[str], str], run_dir: str) -> None:
         self.cfg, self.actor_name, self.run_dir = cfg, actor_name, run_dir
         self.ranks: list[Any] = []
         self.step = 0
@@ -60,11 +59,13 @@ class LearnerGroup:
         self.metrics.record("rltf_learner_step_seconds", max(r["step_s"] for r in results))
         return results[0]
 
-    async def save(self, checkpoint: Checkpoint, state: CheckpointState) -> None:
-        await asyncio.gather(*[r.save_checkpoint.remote(str(checkpoint.path), asdict(state)) for r in self.ranks])
+    async def save(self, checkpoint: Checkpoint, state: CheckpointState) -> list[str]:
+        """Every rank writes its part; the files written (relative to the checkpoint), for `commit` to check."""
+        parts = await asyncio.gather(*[r.save_checkpoint.remote(checkpoint, asdict(state)) for r in self.ranks])
+        return sorted({f for files in parts for f in files})
 
     async def load(self, checkpoint: Checkpoint) -> None:
-        await asyncio.gather(*[r.load_checkpoint.remote(str(checkpoint.path)) for r in self.ranks])
+        await asyncio.gather(*[r.load_checkpoint.remote(checkpoint) for r in self.ranks])
 
     def kill(self) -> None:
         for rank in self.ranks:
