@@ -1,13 +1,16 @@
 """`launch.py execute`: grade programs produced anywhere against problems' unit tests, JSONL in, JSONL out.
 
 Input: a problems file or folder in any format `tasks.load_problems` reads, and a JSONL of
-``{"problem_id": ..., "program": ...}`` lines. Output: one verdict summary per line (Verdict.summary()), in input
-order, to ``--out`` or standard output. Progress goes to standard error.
+``{"problem_id": ..., "program": ...}`` lines. Output: one verdict summary per line (Verdict.summary(), which
+records the isolation level), in input order, to ``--out`` or standard output. Progress goes to standard error.
+``--rewards`` adds fields computed by a function the caller passes as ``annotate`` (launch.py passes
+`rewards.verdict_rewards`): the rewards depend on the sandbox, never the reverse.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -25,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add the RLTF rewards to each line: reward, adaptive_reward, fine_category, blamed_line "
                              '(a sample line may carry "truncated": true when generation hit the length limit)')
     parser.add_argument("--isolation", choices=("auto", "full", "none"), default=None,
-                        help="auto: strongest available (default); full: fail without namespaces; none: rlimits only")
+                        help="auto (default): namespaces and seccomp, cgroups where available, and stop with an "
+                             "explanation when namespaces are unavailable; full: also require cgroups; none: rlimits "
+                             "only (unsafe for untrusted programs)")
 
 
 def read_samples(path: str, known_ids: set[str]) -> list[tuple[str, str, bool]]:
@@ -50,11 +55,16 @@ def read_samples(path: str, known_ids: set[str]) -> list[tuple[str, str, bool]]:
     return samples
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, annotate=None) -> int:
+    """``annotate(verdict, program, truncated=...) -> dict``: the extra fields of ``--rewards``."""
     from configs.schema import SandboxConfig
     from sandbox.forkserver import SandboxUnavailable
-    from sandbox.local_pool import LocalSandboxPool
+    from sandbox.local_pool import LocalSandboxPool, detach_grader_process
     from tasks import load_problems
+
+    if args.rewards and annotate is None:
+        print("error: --rewards needs the reward functions (run it through launch.py execute)", file=sys.stderr)
+        return 2
 
     try:
         problems = {p.problem_id: p for p in load_problems(args.problems, fmt=args.format, split=None)}
@@ -70,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if args.isolation is not None:
         limits.isolation = args.isolation
     jobs = [(problems[pid], program) for pid, program, _ in samples]
+    out_path = None if args.out == "-" else os.path.abspath(args.out)
+    detach_grader_process()  # the inputs are read: from here on this process only grades
     start, last = time.monotonic(), [0.0]
 
     def progress(done: int, total: int) -> None:
@@ -85,18 +97,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     with pool:
-        print(f"execute: {len(jobs)} programs on {len(pool.servers)} sandbox workers, isolation {pool.isolation}",
-              file=sys.stderr)
+        print(f"execute: {len(jobs)} programs on {len(pool.servers)} sandbox workers, isolation "
+              f"{pool.isolation_level}", file=sys.stderr)
         verdicts = pool.run(jobs, use_grading_tests=args.grading_tests, progress=progress)
     print(file=sys.stderr)
-    out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")
+    out = sys.stdout if out_path is None else open(out_path, "w", encoding="utf-8")
     try:
         for verdict, (_, program, truncated) in zip(verdicts, samples):
             line = verdict.summary()
             if args.rewards:
-                from rewards import verdict_rewards
-
-                line.update(verdict_rewards(verdict, program, truncated=truncated))
+                line.update(annotate(verdict, program, truncated=truncated))
             out.write(json.dumps(line) + "\n")
     finally:
         if out is not sys.stdout:

@@ -3,6 +3,8 @@
 This module imports Ray; `sandbox/__init__` does not import it, so the rest of the sandbox stays Ray-free.
 A worker actor that dies (its process killed, its node lost) is replaced and its unfinished jobs are retried
 once on the replacement; if that fails too, those jobs get ``infra_error`` verdicts, never a program failure.
+A worker that cannot isolate programs (`SandboxUnavailable` in its constructor) is not retried: the pool raises
+that error, with its explanation, to the caller, so a run stops instead of grading without isolation.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from configs.schema import SandboxConfig
-from sandbox.local_pool import default_num_workers, infra_error, run_job
+from sandbox.isolation import SandboxUnavailable
+from sandbox.local_pool import default_num_workers, detach_grader_process, infra_error, run_job
 from sandbox.verdict import Verdict
 from tasks.problem import Problem
 
@@ -27,6 +30,7 @@ class SandboxWorker:
     def __init__(self, limits: SandboxConfig | None = None):
         from sandbox.forkserver import ForkServer
 
+        detach_grader_process()  # this actor's process does nothing but grade
         self.server = ForkServer(limits or SandboxConfig())
 
     def run_batch(self, jobs: list[tuple[Problem, str]], use_grading_tests: bool = False) -> list[Verdict]:
@@ -39,6 +43,13 @@ class SandboxWorker:
         return {**self.server.info, "actor_pid": os.getpid()}
 
 
+def _unavailable(exc: Exception) -> SandboxUnavailable | None:
+    """The worker's own SandboxUnavailable when ``exc`` says its constructor raised one."""
+    message = str(getattr(exc, "error_msg", "") or exc)
+    marker = "SandboxUnavailable: "
+    if getattr(exc, "actor_init_failed", False) and marker in message:
+        return SandboxUnavailable(message[message.rindex(marker) + len(marker):].strip())
+    return None
 
 
 def create_sandbox_workers(n: int, limits: SandboxConfig | None = None, name_prefix: str | None = None,
@@ -72,6 +83,15 @@ class RaySandboxPool:
         self._name_prefix, self._namespace, self._num_cpus = name_prefix, namespace, num_cpus
         self.replaced = 0  # workers replaced after dying, for metrics
 
+    def isolation_level(self) -> str:
+        """The isolation the workers got (sandbox/isolation.py), e.g. "namespaces+cgroup-v1"; one value per
+        distinct level, comma-separated. Blocks until every worker has started; raises SandboxUnavailable."""
+        try:
+            infos = ray.get([h.info.remote() for h in self.handles])
+        except _DEAD_ACTOR_ERRORS as exc:
+            raise _unavailable(exc) or exc
+        return ",".join(sorted({info["level"] for info in infos}))
+
     def _replace(self, index: int) -> None:
         name = f"{self._name_prefix}{index}" if self._name_prefix else None
         try:
@@ -103,6 +123,9 @@ class RaySandboxPool:
             try:
                 verdicts = ray.get(done[0])
             except Exception as exc:  # noqa: BLE001 - a failed batch is an infrastructure failure, never a verdict
+                unavailable = _unavailable(exc)
+                if unavailable is not None:
+                    raise unavailable from None
                 if isinstance(exc, _DEAD_ACTOR_ERRORS):
                     log.warning("sandbox worker %d died (%s); replacing it", worker, type(exc).__name__)
                     self._replace(worker)
