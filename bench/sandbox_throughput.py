@@ -36,7 +36,8 @@ from tasks import load_problems  # noqa: E402
 
 TARGET_RATE, TARGET_SPEED_UP = 400, 4.0
 HEAVY_MS = 1000.0  # programs whose own computation takes longer are timed apart (see main)
-TIMEOUT_S = 60.0  # per program in the baselines, per test in the sandbox: only MBPP 123 comes near (3-5 s on an idle core)
+# per program in the baselines, per test in the sandbox: only MBPP 123 comes near (3-5 s on an idle core)
+TIMEOUT_S = 60.0
 
 
 def _script(problem, program: str) -> str:

@@ -62,9 +62,8 @@ class ProgramChannel:
                 self.events.append(self.server._ctrl_recv(timeout=0))
 
     def _read(self, msg_id: int, deadline: float, max_bytes: int) -> dict:
-        self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
         try:
-            reply = wire.recv_msg(self.sock, max_bytes)
+            reply = wire.recv_msg(self.sock, max_bytes, deadline)
         except wire.PeerClosed:
             raise ChildGone("the program's process ended without answering") from None
         except TimeoutError:

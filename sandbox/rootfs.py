@@ -21,9 +21,12 @@ DEVICES = ("null", "zero", "full", "random", "urandom")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def _encoded(text: str | None) -> bytes | None:
+    return text.encode() if text is not None else None
+
+
 def _mount(source, target, fstype, flags, data=None):
-    enc = (lambda s: s.encode() if s is not None else None)
-    if _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
+    if _libc.mount(_encoded(source), _encoded(target), _encoded(fstype), ctypes.c_ulong(flags), _encoded(data)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
 

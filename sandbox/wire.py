@@ -18,9 +18,11 @@ import collections
 import json
 import socket
 import struct
+import time
 
 _HEADER = struct.Struct(">I")
 _SMALL_INT = 1 << 62
+_HASH_MODULUS = (1 << 61) - 1  # ints at least this large can share a hash: hash(n) is n modulo it
 _PLAIN_CONTAINERS = (list, tuple, dict, set, frozenset)
 
 
@@ -41,9 +43,14 @@ def send_msg(sock: socket.socket, obj) -> None:
     sock.sendall(_HEADER.pack(len(data)) + data)
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:
     chunks = []
     while n:
+        if deadline is not None:  # per read: a peer trickling one byte at a time still ends at the deadline
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("deadline passed while reading a message")
+            sock.settimeout(remaining)
         chunk = sock.recv(min(n, 1 << 20))
         if not chunk:
             raise PeerClosed("peer closed the channel")
@@ -60,13 +67,14 @@ def _json_int(text: str) -> int:
     return int(text)
 
 
-def recv_msg(sock: socket.socket, max_bytes: int):
-    """One message; WireError when it is longer than ``max_bytes`` (checked before reading it) or not JSON."""
-    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
+def recv_msg(sock: socket.socket, max_bytes: int, deadline: float | None = None):
+    """One message; WireError when it is longer than ``max_bytes`` (checked before reading it) or not JSON;
+    TimeoutError when it is not complete by ``deadline`` (time.monotonic())."""
+    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, deadline))
     if size > max_bytes:
         raise WireError(f"message of {size} bytes exceeds the limit of {max_bytes}")
     try:
-        return json.loads(_recv_exact(sock, size).decode("utf-8", "surrogatepass"), parse_int=_json_int)
+        return json.loads(_recv_exact(sock, size, deadline).decode("utf-8", "surrogatepass"), parse_int=_json_int)
     except (ValueError, RecursionError) as exc:
         raise WireError(f"malformed message: {str(exc)[:200]}") from None
 
@@ -163,6 +171,15 @@ class Decoder:
     def __init__(self, from_handle=None, caps: Caps = DEFAULT_CAPS, builtins_ok: bool = False):
         self.from_handle, self.caps, self.builtins_ok = from_handle, caps, builtins_ok
         self.budget = caps.max_items
+        # Large ints by hash over the whole value: the test may turn a list of them into a set or dict keys.
+        self.big_hashes: collections.Counter = collections.Counter()
+
+    def _big(self, value: int) -> int:
+        if not -_HASH_MODULUS < value < _HASH_MODULUS:
+            self.big_hashes[hash(value)] += 1
+            if self.big_hashes[hash(value)] > self.caps.max_same_hash:
+                raise WireError("integers with colliding hashes")
+        return value
 
     def decode(self, data):
         try:
@@ -190,8 +207,10 @@ class Decoder:
 
     def _value(self, data, depth: int):
         t = type(data)
-        if data is None or t is bool or t is int or t is float or t is str:
+        if data is None or t is bool or t is float or t is str:
             return data
+        if t is int:
+            return data if -_HASH_MODULUS < data < _HASH_MODULUS else self._big(data)
         if depth >= self.caps.max_depth:
             raise WireError(f"value nested deeper than {self.caps.max_depth}")
         depth += 1
@@ -214,7 +233,7 @@ class Decoder:
         if tag == "i":
             if type(body) is not str or len(body) * 4 > self.caps.max_int_bits + 4:
                 raise WireError(f"integer larger than {self.caps.max_int_bits} bits")
-            return int(body, 16)
+            return self._big(int(body, 16))
         if tag == "y":
             return bytes.fromhex(body)
         if tag == "c":

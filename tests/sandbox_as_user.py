@@ -63,8 +63,8 @@ def _grade_group(pool, jobs: list, confirmed: bool) -> list:
             cwd = sorted(os.listdir("."))
             verdict = run_job(server, *_load(job), False)
             following = [run_job(server, *_load(n), False).summary() for n in job.get("next", [])]
-            results[i] = {"verdict": verdict.summary(), "next": following, "cwd_changed": sorted(os.listdir(".")) != cwd,
-                          "status": server.last_status}
+            results[i] = {"verdict": verdict.summary(), "next": following, "status": server.last_status,
+                          "cwd_changed": sorted(os.listdir(".")) != cwd}
 
     threads = [threading.Thread(target=lane, args=(i,)) for i in range(len(pool.servers))]
     for thread in threads:

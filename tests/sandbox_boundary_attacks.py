@@ -2,9 +2,9 @@
 
 Data only; tests/test_sandbox_boundary.py runs them as root and tests/test_sandbox_nonroot.py as an ordinary
 user. Each targets a real problem (MBPP, HumanEval, APPS call-based or stdin, from ../shared/data) or one built
-from a real problem (``mbpp/2@all-map``: MBPP 2's tests in the ``all(map(...))`` form). HumanEval programs are
-completions: the runner prepends the prompt. Placeholders: @MARKER@ (a file name that appears in the grader's
-working directory if code of the program ever runs there), @TOKEN@.
+from a real problem (``mbpp/2@all-map``, ``mbpp/2@set``: MBPP 2's tests in the ``all(map(...))`` and ``set(...)``
+forms). HumanEval programs are completions: the runner prepends the prompt. Placeholders: @MARKER@ (a file name
+that appears in the grader's working directory if code of the program ever runs there), @TOKEN@.
 
 Each must score as not passed; where the outcome is deterministic, ``expect`` pins (outcome, reason).
 ``destructive`` programs act on PID 1 or the whole machine: they run only inside isolation a probe confirmed.
@@ -62,12 +62,14 @@ ATTACKS = [
     Attack("mbpp17_returns_builtins", "values", "mbpp/17",
            "def square_perimeter(a):\n    return [open, exec, setattr, __import__, type]\n", ("failed", "")),
     Attack("mbpp17_forged_builtin_tag", "values", "mbpp/17", _REWRITE_REPLIES +
-           "def rewrite(obj):\n    if 'v' in obj:\n        obj['v'] = {'B': 'exec'}\n    if isinstance(obj.get('names'), dict):\n"
+           "def rewrite(obj):\n    if 'v' in obj:\n        obj['v'] = {'B': 'exec'}\n"
+           "    if isinstance(obj.get('names'), dict):\n"
            "        obj['names'] = {k: {'B': 'exec'} for k in obj['names']}\n    return obj\n"
            "def square_perimeter(a):\n    return 4 * a\n", BAD),
     Attack("apps2402_solution_returns_type", "values", "apps/train/2402",
            "class Solution:\n    def reverseWords(self, s):\n"
-           "        return type('S', (str,), {'__eq__': lambda a, b: True, '__hash__': str.__hash__})\n", ("failed", "")),
+           "        return type('S', (str,), {'__eq__': lambda a, b: True, '__hash__': str.__hash__})\n"
+           "", ("failed", "")),
     Attack("apps2403_method_is_builtin", "values", "apps/train/2403",
            "class Solution:\n    checkPerfectNumber = staticmethod(exec)\n", RUNTIME),
     # 2. Names the tests look up: builtins, modules and prompt helpers are the grader's own.
@@ -92,7 +94,8 @@ ATTACKS = [
     Attack("all_map_stop_iteration", "control_flow", "mbpp/2@all-map",
            "def similar_elements(a, b):\n    raise StopIteration\n", RUNTIME),
     Attack("all_map_fake_stop_iteration_class", "control_flow", "mbpp/2@all-map",
-           "class StopIteration(Exception):\n    pass\ndef similar_elements(a, b):\n    raise StopIteration()\n", RUNTIME),
+           "class StopIteration(Exception):\n    pass\ndef similar_elements(a, b):\n    raise StopIteration()\n"
+           "", RUNTIME),
     Attack("he53_stop_iteration", "control_flow", "HumanEval/53", "    raise StopIteration\n", RUNTIME),
     Attack("he53_generator_exit", "control_flow", "HumanEval/53", "    raise GeneratorExit\n", RUNTIME),
     Attack("he53_keyboard_interrupt", "control_flow", "HumanEval/53", "    raise KeyboardInterrupt\n", RUNTIME),
@@ -102,11 +105,13 @@ ATTACKS = [
            "def square_perimeter(a):\n    raise SystemExit(0)\n", ("runtime_error", "exit")),
     Attack("apps2404_stop_iteration", "control_flow", "apps/train/2404",
            "class Solution:\n    def findKthPositive(self, arr, k):\n        raise StopIteration\n", RUNTIME),
-    Attack("apps2361_stdio_stop_iteration", "control_flow", "apps/train/2361", "input()\nraise StopIteration\n", RUNTIME),
+    Attack("apps2361_stdio_stop_iteration", "control_flow", "apps/train/2361", "input()\nraise StopIteration\n"
+           "", RUNTIME),
     # 4. Work charged to nobody: decoding and comparing replies is bounded and counts against the deadline.
     Attack("hash_flood_set", "trusted_work", "mbpp/2", _REWRITE_REPLIES +
            "def rewrite(obj):\n    if 'v' in obj:\n"
-           "        obj['v'] = {'s': [{'i': format(k * (2 ** 61 - 1), 'x')} for k in range(1, 30000)]}\n    return obj\n"
+           "        obj['v'] = {'s': [{'i': format(k * (2 ** 61 - 1), 'x')} for k in range(1, 30000)]}\n"
+           "    return obj\n"
            "def similar_elements(a, b):\n    return (4, 5)\n", BAD),
     Attack("hash_flood_dict_keys", "trusted_work", "mbpp/17", _REWRITE_REPLIES +
            "def rewrite(obj):\n    if 'v' in obj:\n"
@@ -116,6 +121,13 @@ ATTACKS = [
            "def rewrite(obj):\n    if 'v' in obj:\n"
            "        obj['v'] = {'f': [{'t': [{'i': format(k * (2 ** 61 - 1), 'x')}]} for k in range(1, 20000)]}\n"
            "    return obj\nclass Solution:\n    def findKthPositive(self, arr, k):\n        return 9\n", BAD),
+    Attack("colliding_ints_in_a_list_the_test_makes_a_set", "trusted_work", "mbpp/2@set",
+           "def similar_elements(a, b):\n    return [k * (2 ** 61 - 1) for k in range(3, 30000)]\n", BAD),
+    Attack("slowloris_reply", "trusted_work", "mbpp/17",
+           "import wire, time\ndef trickle(sock, obj):\n    data = wire._ENCODER.encode(obj).encode()\n"
+           "    sock.sendall(len(data).to_bytes(4, 'big'))\n    for i in range(len(data)):\n"
+           "        sock.sendall(data[i:i + 1])\n        time.sleep(0.3)\nwire.send_msg = trickle\n"
+           "def square_perimeter(a):\n    return 4 * a\n", ("runtime_error", "timeout")),
     Attack("colliding_set_built_by_the_program", "trusted_work", "mbpp/2",
            "def similar_elements(a, b):\n    return {k * (2 ** 61 - 1) for k in range(1, 20000)}\n",
            ("runtime_error", "timeout")),
@@ -127,7 +139,8 @@ ATTACKS = [
            "def rewrite(obj):\n    if 'v' in obj:\n        obj['v'] = {'i': 'f' * 400000}\n    return obj\n"
            "def square_perimeter(a):\n    return 4 * a\n", BAD),
     Attack("forged_long_decimal", "trusted_work", "mbpp/17", _REWRITE_REPLIES +
-           "def rewrite(obj):\n    if 'v' in obj:\n        return ('{\"id\":%d,\"v\":' % obj['id'] + '4' * 300000 + '}').encode()\n"
+           "def rewrite(obj):\n    if 'v' in obj:\n"
+           "        return ('{\"id\":%d,\"v\":' % obj['id'] + '4' * 300000 + '}').encode()\n"
            "    return obj\ndef square_perimeter(a):\n    return 4 * a\n", BAD),
     Attack("many_elements", "trusted_work", "mbpp/17", "def square_perimeter(a):\n    return [0] * 400000\n", BAD),
     Attack("oversized_reply", "trusted_work", "HumanEval/53", "    return 'x' * (3 << 20)\n", BAD),
@@ -161,14 +174,17 @@ ATTACKS = [
            "import os\ndef square_perimeter(a):\n    fd = os.memfd_create('x')\n    os.ftruncate(fd, 1 << 30)\n"
            "    return 4 * a\n", RUNTIME),
     Attack("scratch_then_heap", "memory", "mbpp/17",
-           "import os\ndef square_perimeter(a):\n    with open('fill', 'wb') as fh:\n        fh.write(b'x' * (60 << 10))\n"
+           "import os\ndef square_perimeter(a):\n    with open('fill', 'wb') as fh:\n"
+           "        fh.write(b'x' * (60 << 10))\n"
            "    return len(b'y' * (2 << 30))\n", ("runtime_error", "memory")),
     # 8. The sandbox's own failures have no reward: a program must not be able to cause one.
     # (the outcome of signals to PID 1 depends on the level: refused for another uid, ignored by a namespace's init)
     Attack("sigint_to_the_server", "infra", "mbpp/17",
-           "import os, signal\ndef square_perimeter(a):\n    os.kill(1, signal.SIGINT)\n    return 0\n", destructive=True),
+           "import os, signal\ndef square_perimeter(a):\n    os.kill(1, signal.SIGINT)\n    return 0\n"
+           "", destructive=True),
     Attack("sigalrm_to_the_server", "infra", "mbpp/17",
-           "import os, signal\ndef square_perimeter(a):\n    os.kill(1, signal.SIGALRM)\n    return 0\n", destructive=True),
+           "import os, signal\ndef square_perimeter(a):\n    os.kill(1, signal.SIGALRM)\n    return 0\n"
+           "", destructive=True),
     Attack("prlimit_the_server", "infra", "mbpp/17",
            "import resource\ndef square_perimeter(a):\n    resource.prlimit(1, resource.RLIMIT_NOFILE, (3, 3))\n"
            "    resource.prlimit(1, resource.RLIMIT_NPROC, (0, 0))\n    return 0\n", RUNTIME, destructive=True),
@@ -179,23 +195,58 @@ ATTACKS = [
            "def square_perimeter(a):\n    return open('/proc/1/mem', 'rb').read(1)\n", RUNTIME),
     Attack("undeletable_scratch", "infra", "mbpp/17",
            "import os\ndef square_perimeter(a):\n    if not os.path.exists('a'):\n        for i in range(3000):\n"
-           "            open(f'f{i}', 'w').close()\n        os.makedirs('a/b/c')\n        for d in ('a/b/c', 'a/b', 'a'):\n"
+           "            open(f'f{i}', 'w').close()\n        os.makedirs('a/b/c')\n"
+           "        for d in ('a/b/c', 'a/b', 'a'):\n"
            "            os.chmod(d, 0)\n    return 0\n",
            ("failed", "")),
     # 9. Nothing of one program reaches the next (the clean-environment probe runs after every attack).
     Attack("leave_traces", "leak", "mbpp/17",
-           "import os, socket\nKEEP = []\ndef square_perimeter(a):\n    open(os.path.expanduser('~/trace'), 'w').write('x')\n"
-           "    if KEEP:\n        return 0\n    KEEP.append(socket.socket(socket.AF_UNIX))\n    KEEP[0].bind('\\0rltf-trace')\n"
+           "import os, socket\nKEEP = []\ndef square_perimeter(a):\n"
+           "    open(os.path.expanduser('~/trace'), 'w').write('x')\n"
+           "    if KEEP:\n        return 0\n    KEEP.append(socket.socket(socket.AF_UNIX))\n"
+           "    KEEP[0].bind('\\0rltf-trace')\n"
            "    KEEP[0].listen()\n"
-           "    try:\n        pid = os.fork()\n    except OSError:\n        pid = None\n    if pid == 0:\n        os.setsid()\n"
+           "    try:\n        pid = os.fork()\n    except OSError:\n        pid = None\n    if pid == 0:\n"
+           "        os.setsid()\n"
            "        import time\n        time.sleep(60)\n    return 0\n", ("failed", "")),
     Attack("stdio_leaves_files", "leak", "apps/train/2361",
            "import os\nfor d in (os.environ.get('TMPDIR', '.'), '/tmp', '/var/tmp', '/dev/shm', '.'):\n    try:\n"
-           "        open(os.path.join(d, 'trace'), 'w').write('x')\n    except OSError:\n        pass\n", ("failed", "")),
+           "        open(os.path.join(d, 'trace'), 'w').write('x')\n    except OSError:\n        pass\n"
+           "", ("failed", "")),
     Attack("he53_leaves_a_writer_thread", "leak", "HumanEval/53",
-           "    import threading, time\n    def later():\n        time.sleep(0.2)\n        open('late', 'w').write('x')\n"
+           "    import threading, time\n    def later():\n        time.sleep(0.2)\n"
+           "        open('late', 'w').write('x')\n"
            "    threading.Thread(target=later).start()\n    return x + y + 1\n", ("failed", "")),
 ]
+
+# Three children of one program, 100 MB each: reports [children forked, children that had their memory, children
+# alive at the end]. Under a 256 MB limit at most two can hold their memory at once.
+FORKED_CHILDREN_PROGRAM = """
+import os, time
+def square_perimeter(a):
+    r, w = os.pipe()
+    kids = []
+    for _ in range(3):
+        try:
+            pid = os.fork()
+        except OSError:
+            break
+        if pid == 0:
+            block = b'x' * (100 << 20)
+            os.write(w, b'1')
+            time.sleep(30)
+            os._exit(0)
+        kids.append(pid)
+    if kids:
+        time.sleep(1.5)
+    os.set_blocking(r, False)
+    try:
+        ready = len(os.read(r, 16))
+    except BlockingIOError:
+        ready = 0
+    alive = sum(os.waitpid(k, os.WNOHANG) == (0, 0) for k in kids)
+    raise ValueError(repr([len(kids), ready, alive]))
+"""
 
 # The probe that runs after every attack: the next program finds a clean scratch directory, no other process of
 # the program and no listening abstract socket (or it cannot look: also clean).
@@ -225,9 +276,14 @@ def target_problems(data_dir) -> dict:
                       if p.problem_id in wanted or p.problem_id == "mbpp/2"})
     cases = [(((3, 4, 5, 6), (5, 7, 4, 10)), (4, 5)), (((1, 2, 3, 4), (5, 4, 3, 7)), (3, 4)),
              (((11, 12, 14, 13), (17, 15, 14, 13)), (13, 14))]
+    found["mbpp/2@set"] = Problem(
+        problem_id="mbpp/2@set", source="mbpp", prompt="", solutions=found["mbpp/2"].solutions,
+        tests=TestSuite(kind="assert",
+                        cases=[f"assert set(similar_elements(*{c[0]!r})) == set({c[1]!r})" for c in cases]))
     found["mbpp/2@all-map"] = Problem(
         problem_id="mbpp/2@all-map", source="mbpp", prompt="", solutions=found["mbpp/2"].solutions,
-        tests=TestSuite(kind="assert", cases=[f"assert all(map(lambda c: similar_elements(*c[0]) == c[1], {cases!r}))"]))
+        tests=TestSuite(kind="assert",
+                        cases=[f"assert all(map(lambda c: similar_elements(*c[0]) == c[1], {cases!r}))"]))
     found[CLEAN_PROBLEM] = Problem(problem_id=CLEAN_PROBLEM, source="test", prompt="", solutions=[CLEAN_PROGRAM],
                                    tests=TestSuite(kind="assert", cases=["assert clean() == []"]))
     missing = wanted - set(found)
@@ -239,3 +295,11 @@ def program_for(attack: Attack, problem, token: str) -> str:
     """The whole program as it runs (HumanEval: prompt + the attack's completion), placeholders filled."""
     program = problem.program_prefix + attack.program
     return program.replace("@MARKER@", f"rltf_pwned_{token}").replace("@TOKEN@", token)
+
+
+def samples_jsonl(attacks: list, targets: dict, token: str) -> str:
+    """`launch.py execute`'s samples file for ``attacks``."""
+    import json
+
+    return "".join(json.dumps({"problem_id": a.problem, "program": program_for(a, targets[a.problem], token)}) + "\n"
+                   for a in attacks)

@@ -17,13 +17,22 @@ from pathlib import Path
 
 import pytest
 from sandbox_as_user import ISOLATION_PROBE, confirmed_isolation, grader_state
-from sandbox_boundary_attacks import ATTACKS, CLEAN_PROBLEM, program_for, target_problems
+from sandbox_boundary_attacks import (
+    ATTACKS,
+    CLEAN_PROBLEM,
+    FORKED_CHILDREN_PROGRAM,
+    program_for,
+    samples_jsonl,
+    target_problems,
+)
 
 from configs.schema import SandboxConfig
 from sandbox import ForkServer
 from tasks import write_problems
 from tasks.problem import Problem
-from tasks.problem import TestSuite as Suite  # aliased: pytest would try to collect Test*
+from tasks.problem import (
+    TestSuite as Suite,  # aliased: pytest would try to collect Test*
+)
 
 LIMITS = SandboxConfig(test_timeout_s=1.0, program_timeout_s=4.0, memory_mb=256)
 TOKEN = uuid.uuid4().hex
@@ -80,17 +89,9 @@ def test_attack_is_not_rewarded_and_leaves_the_grader_as_it_was(server, targets,
 def test_forked_children_share_the_memory_limit(server, targets):
     """Three children of one program, 100 MB each, under a 256 MB limit: at most two hold their memory at once
     (cgroup: the OOM killer takes the others; without cgroups: fork is refused)."""
-    program = ("import os, time\ndef square_perimeter(a):\n    r, w = os.pipe()\n    kids = []\n"
-               "    for _ in range(3):\n        try:\n            pid = os.fork()\n        except OSError:\n"
-               "            break\n        if pid == 0:\n            block = b'x' * (100 << 20)\n"
-               "            os.write(w, b'1')\n            time.sleep(30)\n            os._exit(0)\n        kids.append(pid)\n"
-               "    time.sleep(1.5)\n    os.set_blocking(r, False)\n    try:\n        ready = len(os.read(r, 16))\n"
-               "    except BlockingIOError:\n        ready = 0\n"
-               "    alive = sum(os.waitpid(k, os.WNOHANG) == (0, 0) for k in kids)\n"
-               "    raise ValueError(repr([len(kids), ready, alive]))\n")
     problem = targets["mbpp/17"]
     with ForkServer(SandboxConfig(test_timeout_s=10.0, program_timeout_s=10.0, memory_mb=256)) as fs:
-        verdict = fs.run(problem, program)
+        verdict = fs.run(problem, FORKED_CHILDREN_PROGRAM)
         forked, ready, alive = ast.literal_eval(verdict.error.message)
         assert min(ready, alive) * 100 <= 256, verdict.summary()
         if fs.cgroup is not None:
@@ -105,8 +106,7 @@ def test_execute_with_rewards_grades_every_attack_and_exits_0(server, targets, t
     problems = tmp_path / "problems.jsonl"
     write_problems(targets.values(), problems)
     samples = tmp_path / "samples.jsonl"
-    samples.write_text("".join(json.dumps({"problem_id": a.problem, "program": program_for(a, targets[a.problem], TOKEN)})
-                               + "\n" for a in attacks))
+    samples.write_text(samples_jsonl(attacks, targets, TOKEN))
     result = subprocess.run([sys.executable, str(REPO / "launch.py"), "execute", "--problems", str(problems),
                              "--samples", str(samples), "--rewards", "--workers", "2", "--test-timeout", "1",
                              "--program-timeout", "4"], capture_output=True, text=True, timeout=300, cwd=tmp_path)

@@ -106,13 +106,15 @@ def test_mbpp_setup_code_runs_after_program_and_objects_stay_in_the_child(server
 
 
 def test_program_objects_are_call_only_handles_that_never_equal_plain_values(server):
-    program = ("class Five:\n    value = 5\n    def __eq__(self, other): return True\n    def __bool__(self): return True\n"
-               "    def __str__(self): return 'five'\n"
+    program = ("class Five:\n    value = 5\n    def __eq__(self, other): return True\n"
+               "    def __bool__(self): return True\n    def __str__(self): return 'five'\n"
                "def make(): return Five()\ndef gen(): return (i for i in range(3))\n"
                "def adder(n): return lambda x: x + n\n")
     expected = {"assert make() == 5": ("failed", None), "assert str(make()) == 'five'": ("failed", None),
-                "assert adder(2)(3) == 5": ("passed", None), "assert make().value == 5": ("runtime_error", "AttributeError"),
-                "assert list(gen()) == [0, 1, 2]": ("runtime_error", "TypeError"), "assert make()": ("runtime_error", "TypeError")}
+                "assert adder(2)(3) == 5": ("passed", None),
+                "assert make().value == 5": ("runtime_error", "AttributeError"),
+                "assert list(gen()) == [0, 1, 2]": ("runtime_error", "TypeError"),
+                "assert make()": ("runtime_error", "TypeError")}
     for case, (outcome, error) in expected.items():
         v = server.run(problem("assert", [case]), program)
         assert (v.outcome, v.error.type if v.error else None) == (outcome, error), (case, v.summary())

@@ -9,6 +9,7 @@ answers and its path is on its command line: the programs that scan /proc/*/cmdl
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import pwd
@@ -20,23 +21,40 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sandbox_boundary_attacks import ATTACKS, CLEAN_PROBLEM, program_for, target_problems
-from test_sandbox_hostile import (EXPECTED, GOOD, LIMITS, MARKERS, env, fill, host_snapshot,  # noqa: F401 (env: fixture)
-                                  secret_problem)
+from sandbox_as_user import ISOLATION_PROBE
+from sandbox_boundary_attacks import (
+    ATTACKS,
+    CLEAN_PROBLEM,
+    FORKED_CHILDREN_PROGRAM,
+    program_for,
+    samples_jsonl,
+    target_problems,
+)
+from test_sandbox_hostile import (
+    EXPECTED,
+    GOOD,
+    LIMITS,
+    MARKERS,
+    env,  # noqa: F401 (a fixture: the listener, victim files and markers)
+    fill,
+    host_snapshot,
+    secret_problem,
+)
 from test_sandbox_hostile_programs import CHEATS, ESCAPES_AND_BOMBS, STDIO_CHEATS
 from test_sandbox_references import APPS_SEVERAL_CORRECT_OUTPUTS
 
-from sandbox_as_user import ISOLATION_PROBE
 from tasks import load_problems
 from tasks.problem import Problem
-from tasks.problem import TestSuite as Suite  # aliased: pytest would try to collect Test*
+from tasks.problem import (
+    TestSuite as Suite,  # aliased: pytest would try to collect Test*
+)
 
 REPO = Path(__file__).resolve().parent.parent
 USER = "rltf-sandbox"
 TOKEN = uuid.uuid4().hex
 
 
-def _as_user(user, args: list[str], cwd: Path, timeout: float, path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess:
+def _as_user(user, args: list[str], cwd: Path, timeout: float, path: str = "/usr/bin:/bin"):
     environment = {"PATH": path, "PYTHONPATH": str(REPO), "HOME": str(cwd), "LANG": "C.UTF-8"}
     ids = {} if user is None else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
     return subprocess.run(args, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout, **ids)
@@ -52,7 +70,8 @@ def ordinary_user():
         except KeyError:
             if shutil.which("useradd") is None:
                 pytest.skip("NON-ROOT SANDBOX TESTS SKIPPED: no ordinary user and no `useradd` to make one")
-            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER], check=True)
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
+                           check=True)
             user = pwd.getpwnam(USER)
     work = Path(tempfile.mkdtemp(prefix="rltf-as-user-"))  # pytest's own temporary folders are private to root
     if user is not None:
@@ -67,7 +86,7 @@ def ordinary_user():
         pytest.skip("NON-ROOT SANDBOX TESTS SKIPPED: the ordinary user cannot run a Python that imports the project")
     probe = _as_user(user, ["unshare", "--user", "--map-root-user", "--pid", "--fork", "true"], work, 30)
     if probe.returncode != 0:
-        pytest.skip(f"NON-ROOT SANDBOX TESTS SKIPPED: unprivileged user namespaces are off here ({probe.stderr.strip()})")
+        pytest.skip(f"NON-ROOT SANDBOX TESTS SKIPPED: unprivileged user namespaces are off ({probe.stderr.strip()})")
     yield user, python, work
     shutil.rmtree(work, ignore_errors=True)
 
@@ -97,12 +116,12 @@ def _references(shared_data) -> list[Problem]:
 
 
 @pytest.mark.hostile
-def test_hostile_suite_and_references_as_an_ordinary_user(ordinary_user, env, shared_data):
+def test_hostile_suite_and_references_as_an_ordinary_user(ordinary_user, env, shared_data):  # noqa: F811
     user, python, work = ordinary_user
     targets = target_problems(shared_data)
     clean = (targets[CLEAN_PROBLEM], targets[CLEAN_PROBLEM].solutions[0])
-    threats = [(name, kind, program) for kind, programs in (("assert", ESCAPES_AND_BOMBS), ("assert", CHEATS),
-                                                             ("stdio", STDIO_CHEATS)) for name, program in programs.items()]
+    suites = (("assert", ESCAPES_AND_BOMBS), ("assert", CHEATS), ("stdio", STDIO_CHEATS))
+    threats = [(name, kind, program) for kind, programs in suites for name, program in programs.items()]
     hostile = [_job(secret_problem(kind), fill(program, env), [(secret_problem(), GOOD)], name in ESCAPES_AND_BOMBS)
                for name, kind, program in threats]
     hostile += [_job(targets[a.problem], program_for(a, targets[a.problem], TOKEN),
@@ -116,7 +135,9 @@ def test_hostile_suite_and_references_as_an_ordinary_user(ordinary_user, env, sh
             "groups": [{"limits": limits, "jobs": hostile,
                         "warm_up": [_job(p, p.solutions[0]) for p in targets.values()]},
                        {"limits": {"test_timeout_s": 20.0, "program_timeout_s": 60.0},
-                        "jobs": [_job(p, p.solutions[0]) for p in references]}]}
+                        "jobs": [_job(p, p.solutions[0]) for p in references]},
+                       {"limits": {"test_timeout_s": 10.0, "program_timeout_s": 10.0, "memory_mb": 256},
+                        "jobs": [_job(targets["mbpp/17"], FORKED_CHILDREN_PROGRAM)]}]}
     jobs_file, report_file = work / f"jobs-{TOKEN}.json", work / "report.json"
     jobs_file.write_text(json.dumps(spec))
     before = host_snapshot()
@@ -133,8 +154,9 @@ def test_hostile_suite_and_references_as_an_ordinary_user(ordinary_user, env, sh
     with pytest.raises(BlockingIOError):
         env["listener"].accept()
 
-    hostile_results, reference_results = (group["results"] for group in report["groups"])
-    assert all(all(group["grader_unchanged"].values()) for group in report["groups"]), report["groups"][0]["grader_unchanged"]
+    hostile_results, reference_results, (memory_result,) = (group["results"] for group in report["groups"])
+    for group in report["groups"]:
+        assert all(group["grader_unchanged"].values()), group["grader_unchanged"]
     expected = [EXPECTED.get(name) for name, _, _ in threats] + [a.expect for a in ATTACKS]
     names = [name for name, _, _ in threats] + [a.name for a in ATTACKS]
     assert len(hostile_results) == len(names) and len(reference_results) == len(references)
@@ -145,9 +167,14 @@ def test_hostile_suite_and_references_as_an_ordinary_user(ordinary_user, env, sh
         if want:
             assert (verdict["outcome"], verdict["reason"]) == want, (name, verdict)
         assert all(n["outcome"] == "passed" for n in result["next"]), (name, result["next"])
-    failing = {p.problem_id: r["verdict"] for p, r in zip(references, reference_results) if r["verdict"]["outcome"] != "passed"}
+    # The program's children together stay within its memory limit (here: no cgroup, so no second process).
+    forked, ready, alive = ast.literal_eval(memory_result["verdict"]["error_message"])
+    assert min(ready, alive) * 100 <= 256 and (forked == 0 or report["isolation"]["cgroup"]), memory_result
+    failing = {p.problem_id: r["verdict"] for p, r in zip(references, reference_results)
+               if r["verdict"]["outcome"] != "passed"}
     assert set(failing) == APPS_SEVERAL_CORRECT_OUTPUTS, failing
-    assert sum(p.source == "mbpp" for p in references) == 974 and sum(p.source == "humaneval" for p in references) == 164
+    assert sum(p.source == "mbpp" for p in references) == 974
+    assert sum(p.source == "humaneval" for p in references) == 164
 
 
 def test_execute_as_an_ordinary_user_records_the_isolation_and_auto_never_falls_back(ordinary_user, shared_data):
@@ -156,8 +183,7 @@ def test_execute_as_an_ordinary_user_records_the_isolation_and_auto_never_falls_
     problems, samples = work / "problems.jsonl", work / "samples.jsonl"
     picked = [a for a in ATTACKS if a.threat in ("values", "names")][:6]
     problems.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in targets.values()))
-    samples.write_text("".join(json.dumps({"problem_id": a.problem, "program": program_for(a, targets[a.problem], TOKEN)})
-                               + "\n" for a in picked))
+    samples.write_text(samples_jsonl(picked, targets, TOKEN))
     command = [python, str(REPO / "launch.py"), "execute", "--problems", str(problems), "--samples", str(samples)]
     result = _as_user(user, command, work, 300)
     assert result.returncode == 0, result.stderr[-2000:]
