@@ -37,12 +37,18 @@ class ProgramChannel:
         """Send ``msg`` and return the reply to it (a dict). ChildTimeout, ChildGone, ServerDied or WireError."""
         msg_id = msg["id"] = self.next_id
         self.next_id += 1
-        if time.monotonic() >= deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             raise ChildTimeout()
+        self.sock.settimeout(remaining)  # a process that stops reading cannot hold a large request forever
         try:
             wire.send_msg(self.sock, msg)
+        except TimeoutError:
+            raise ChildTimeout() from None
         except OSError:
             raise ChildGone("the program's process closed its channel") from None
+        finally:
+            self.sock.settimeout(None)
         while True:
             for event in self.events:
                 if event.get("ev") == "fork_failed":

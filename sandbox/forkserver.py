@@ -46,7 +46,7 @@ def _readonly_paths() -> list[str]:
     """What the program may see (read-only): the system directories and the interpreter, nothing else."""
     exe = os.path.realpath(sys.executable)
     prefix = os.path.dirname(os.path.dirname(exe))
-    paths = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", prefix]
+    paths = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", prefix]
     return [p for p in paths if os.path.lexists(p)]
 
 

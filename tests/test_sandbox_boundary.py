@@ -118,3 +118,18 @@ def test_execute_with_rewards_grades_every_attack_and_exits_0(server, targets, t
         assert line["isolation"] == server.isolation_level
     assert sorted(p.name for p in tmp_path.iterdir()) == ["problems.jsonl", "samples.jsonl"]
     assert not any(Path(m).exists() for m in MARKERS)
+
+
+@pytest.mark.timeout(120)
+def test_a_process_that_stops_reading_cannot_hold_the_grader(server):
+    """After its first answer the program stops reading its requests: the next one (4 MB of input, more than the
+    socket buffers) cannot block the grader past the test's deadline."""
+    big = "\n".join(["1"] * (2 << 20)) + "\n"
+    problem = Problem(problem_id="big-input", source="test", prompt="", tests=Suite(kind="stdio", cases=[
+        ["1\n1\n", "2\n"], [big, f"{2 << 20}\n"]]))
+    program = ("import sys, time, wire\nprint(sum(map(int, sys.stdin.read().split())))\n"
+               "wire.recv_msg = lambda *a, **k: time.sleep(10 ** 6)\n")
+    verdict = server.run(problem, program)
+    assert (verdict.outcome, verdict.reason, verdict.tests_passed) == ("runtime_error", "timeout", 1), verdict.summary()
+    assert verdict.wall_ms < 1000 * (LIMITS.test_timeout_s + 1.0)
+    assert server.run(problem, "import sys\nprint(sum(map(int, sys.stdin.read().split())))\n").passed
