@@ -53,14 +53,24 @@ def _unavailable(exc: Exception) -> SandboxUnavailable | None:
 
 
 def create_sandbox_workers(n: int, limits: SandboxConfig | None = None, name_prefix: str | None = None,
-                           namespace: str | None = None, num_cpus: float = 0.0) -> list:
+                           namespace: str | None = None, num_cpus: float = 0.0, wait: bool = True) -> list:
     """Start ``n`` worker actors (0: one per core). With ``name_prefix`` they are named ``<prefix><index>`` (in
     ``namespace``) so other processes can look them up. ``num_cpus`` is the Ray resource each reserves: 0 by
     default, because the workers mostly wait on their children and the samplers that call them are idle
-    meanwhile; reserve cores on clusters where the sandbox should be spread out."""
+    meanwhile; reserve cores on clusters where the sandbox should be spread out. ``wait``: return once every
+    worker has its fork-server; SandboxUnavailable (with the worker's explanation) when one cannot isolate
+    programs, so that a run stops before it grades anything."""
     limits = limits or SandboxConfig()
     n = n or default_num_workers(limits)
-    return [_create_one(limits, f"{name_prefix}{i}" if name_prefix else None, namespace, num_cpus) for i in range(n)]
+    handles = [_create_one(limits, f"{name_prefix}{i}" if name_prefix else None, namespace, num_cpus) for i in range(n)]
+    if wait:
+        try:
+            ray.get([h.info.remote() for h in handles])
+        except _DEAD_ACTOR_ERRORS as exc:
+            for handle in handles:
+                ray.kill(handle, no_restart=True)
+            raise _unavailable(exc) or exc
+    return handles
 
 
 def _create_one(limits: SandboxConfig, name: str | None, namespace: str | None, num_cpus: float):

@@ -73,7 +73,7 @@ def test_worker_actor_runs_with_isolation(ray_local):
 
 
 @pytest.mark.slow
-def test_pool_reports_isolation_and_stops_when_workers_cannot_isolate(ray_local, tmp_path):
+def test_pool_reports_isolation_and_stops_when_workers_cannot_isolate(ray_local, tmp_path, monkeypatch):
     """A run records its isolation level; workers that cannot isolate programs stop it with their explanation
     instead of grading (or being retried as dead workers)."""
     from sandbox.isolation import SandboxUnavailable
@@ -91,3 +91,8 @@ def test_pool_reports_isolation_and_stops_when_workers_cannot_isolate(ray_local,
     with pytest.raises(SandboxUnavailable, match="isolation=none"):
         pool.isolation_level()
     assert pool.replaced == 0
+    import sandbox.pool as pool_module
+
+    monkeypatch.setattr(pool_module, "_create_one", lambda *a, **k: refused.remote(LIMITS))
+    with pytest.raises(SandboxUnavailable, match="cannot isolate programs"):
+        create_sandbox_workers(2, LIMITS)
