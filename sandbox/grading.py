@@ -113,7 +113,11 @@ def grade(channel, problem, compiled: Compiled, limits, *, use_grading_tests: bo
             _run_stdio(remote, suite, verdict, next_test)
         else:
             values = _program_values(remote, loaded["names"], names)
-            _run_python(remote, namespace.build(problem, suite, modules, values), suite, verdict, next_test)
+            try:
+                ns = namespace.build(problem, suite, modules, values)
+            except Exception as exc:  # the prompt's own definitions fail: the data's fault
+                raise _bad_problem(problem.problem_id, f"its prompt's definitions raise {type(exc).__name__}: {exc}")
+            _run_python(remote, ns, suite, verdict, next_test)
     except Stop as stop:
         _stopped(verdict, stop)
     except ProgramRaised as exc:
@@ -183,6 +187,11 @@ def _run_python(remote: Remote, ns: dict, suite, verdict: Verdict, next_test) ->
             status = _statement(_compiled(suite.header, "<test header>"), ns)
         except ProgramRaised as exc:
             raise Stop(exc.reason, exc.error) from None
+        except NameError as exc:  # a name the program should define (never an infra error: no reward to dodge)
+            raise Stop("", ProgramError("NameError", str(exc)[:2000])) from None
+        except Exception as exc:  # the test's own set-up fails (a missing module, a bad line): the data's fault
+            remote.check()
+            raise _bad_problem(verdict.problem_id, f"its test header raises {type(exc).__name__}: {exc}") from None
         remote.check()
         if status != "passed":
             raise Stop("", ProgramError("TestHeaderError", "the test header failed an assertion"))

@@ -246,3 +246,17 @@ def test_large_stdio_input_and_output_round_trip(server):
     text = "é\u0001" * 100_000  # non-ASCII and control characters: the reply grows when JSON-escaped
     p = problem("stdio", [["", text + "\n"]])
     assert server.run(p, f"print({text!r})\n").passed
+
+
+def test_a_broken_problem_is_an_infra_error_never_the_programs(server):
+    program = "def f(x):\n    return x\n"
+    broken_header = problem("check", ["check(f)"], header="import no_such_module_rltf\n", entry_point="f")
+    broken_prompt = problem("check", ["check(f)"], header="def check(c):\n    assert c(1) == 1\n", entry_point="f")
+    broken_prompt.program_prefix = "HELPER = 1 / 0\n"
+    for p in (broken_header, broken_prompt):
+        v = server.run(p, program)
+        assert (v.outcome, v.error.type) == ("infra_error", "BadProblem"), v.summary()
+    # A header that needs a name the program does not define: the program's runtime error (no reward to dodge).
+    v = server.run(problem("check", ["check(f)"], header="g = f\ndef check(c):\n    pass\n", entry_point="f"),
+                   "def h(x):\n    return x\n")
+    assert (v.outcome, v.error.type) == ("runtime_error", "NameError"), v.summary()
