@@ -11,8 +11,8 @@ import sys
 
 # name -> (module, one-line help). Modules are imported only when their subcommand runs.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("actors.launcher", "run online RLTF training (embedded local Ray, or --address to join a cluster)"),
-    "eval": ("actors.evaluate", "sample programs from a model, grade them in the sandbox, report pass@k"),
+    "train": ("train.command", "run online RLTF training (embedded local Ray, or --address to join a cluster)"),
+    "eval": ("evaluation.command", "sample programs from a model, grade them in the sandbox, report pass@k"),
     "scale": ("cluster.scale", "change the number of samplers / sandbox workers of a running job"),
     "status": ("cluster.status", "print the live state of a running job"),
     "execute": ("sandbox.cli", "grade programs against problems' unit tests in the sandbox (JSONL in, JSONL out)"),

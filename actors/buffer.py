@@ -19,11 +19,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from actors.types import Trajectory
 from configs.schema import BufferConfig
-
+from rewards.trajectory import Trajectory
 
 _REMEMBERED_BATCHES = 10_000
+
+
+@dataclass
+class BufferStats:
+    """What the buffer holds and has seen (`OnlineBuffer.stats`)."""
+
+    size: int = 0
+    capacity: int = 0
+    unread: int = 0  # trajectories the learner has not read yet (back-pressure counts these)
+    accepted: int = 0  # ever, across restarts
+    evicted: int = 0
+    evicted_unread: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    staleness_mean: float = 0.0  # policy versions behind the learner, over the trajectories held
+    staleness_max: int = 0
+    ready: bool = False  # holds at least min_fill
 
 
 @dataclass
@@ -172,22 +187,16 @@ class OnlineBuffer:
         trajs = [e.trajectory for e in picks]
         return [trajs[i * batch_size:(i + 1) * batch_size] for i in range(num_shards)]
 
-    def stats(self, learner_version: int = 0) -> dict[str, Any]:
+    def stats(self, learner_version: int = 0) -> BufferStats:
         entries = self.state.entries
-        outcomes: dict[str, int] = collections.Counter(e.trajectory.outcome for e in entries)
         stale = [learner_version - e.trajectory.policy_version for e in entries]
-        return {
-            "size": len(entries),
-            "capacity": self.cfg.capacity,
-            "unread": self.unread,
-            "accepted": self.state.accepted,
-            "evicted": self.state.evicted,
-            "evicted_unread": self.state.evicted_unread,
-            "outcomes": dict(outcomes),
-            "staleness_mean": sum(stale) / len(stale) if stale else 0.0,
-            "staleness_max": max(stale) if stale else 0,
-            "ready": len(entries) >= self.cfg.min_fill,
-        }
+        return BufferStats(
+            size=len(entries), capacity=self.cfg.capacity, unread=self.unread, accepted=self.state.accepted,
+            evicted=self.state.evicted, evicted_unread=self.state.evicted_unread,
+            outcomes=dict(collections.Counter(e.trajectory.outcome for e in entries)),
+            staleness_mean=sum(stale) / len(stale) if stale else 0.0, staleness_max=max(stale) if stale else 0,
+            ready=len(entries) >= self.cfg.min_fill,
+        )
 
     def sequence_numbers(self) -> list[int]:
         """Sequence numbers of the trajectories held (for tests of durability)."""

@@ -12,50 +12,63 @@ loses nothing it has already generated.
 from __future__ import annotations
 
 import collections
-import os
+import copy
 import logging
+import os
 import random
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from actors.types import SamplerStatus, Trajectory
 from cluster.metrics import RunMetrics
 from configs.schema import Config
-from rewards import BaselineTracker, group_baselines, score_program
+from rewards import BatchScorer, GradedSample, Trajectory
 from tasks.problem import Problem
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class SamplerStatus:
+    """What a sampler reports (`Sampler.status`): its weight version, what it produced, its process."""
+
+    sampler_id: str
+    policy_version: int = 0
+    samples: int = 0  # programs generated and scored so far (infra errors left out)
+    problems: int = 0
+    passed: int = 0
+    reward_sum: float = 0.0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    weight_sync_s: list[float] = field(default_factory=list)  # push -> running, per switch (recent)
+    pid: int = 0
+    pool_generation: int = 0  # the sandbox pool it grades on (`Fleet` resizes pools by generation)
+
+
 class Sampler:
     def __init__(self, cfg: Config, sampler_id: str, problems: list[Problem], buffer: Any, sandbox_pool: Any,
-                 transport: Any) -> None:
+                 weight_sync: Any) -> None:
         import torch
 
-        from models import load_policy
+        from models.backend import load_backend
 
         torch.set_num_threads(max(1, int(cfg.sampler.num_cpus)))
         self.cfg, self.sampler_id = cfg, sampler_id
         self.problems = [p for p in problems if len(p.tests.cases) > 0]
         if not self.problems:
             raise ValueError(f"sampler {sampler_id}: none of the {len(problems)} problems has tests")
-        self.buffer, self.pool, self.transport = buffer, sandbox_pool, transport
-        self.policy = load_policy(cfg.model.name_or_path, kind=cfg.model.kind)
-        self.policy.model.eval()
+        self.buffer, self.pool, self.weight_sync = buffer, sandbox_pool, weight_sync
+        self.backend = load_backend(cfg.sampler.backend, cfg.model.name_or_path, kind=cfg.model.kind)
         self.version = 0
-        self.baselines = BaselineTracker(cfg.reward.baseline)
-        # Greedy decodes only feed the `greedy` and `best` baselines; `group` and `none` do without them.
-        self.decodes_greedy = cfg.sampler.greedy_baseline and cfg.reward.baseline in ("greedy", "best")
+        self.scorer = BatchScorer(cfg.reward, self.backend.tokenizer, cfg.sampler.skip_zero_returns)
         self.rng = random.Random(f"{cfg.run.seed}/{sampler_id}")
         indices = range(len(self.problems))
         self.pools = {"all": list(indices),
                       "free": [i for i in indices if not self.problems[i].trainable_reference],
                       "referenced": [i for i in indices if self.problems[i].trainable_reference]}
         self.order: dict[str, list[int]] = {kind: [] for kind in self.pools}
-        self.status_ = SamplerStatus(sampler_id=sampler_id, policy_version=0, extra={"pid": os.getpid(), "pool_generation": 0})
+        self.status_ = SamplerStatus(sampler_id=sampler_id, pid=os.getpid())
         self.stopping = False
-        self.running = False
         self._prompt_ids: dict[str, list[int]] = {}
         self.metrics = RunMetrics(cfg.run.name, "sampler")
         self._next_pool: Optional[tuple[Any, int]] = None
@@ -63,11 +76,11 @@ class Sampler:
     # --- weights -------------------------------------------------------------------------------------------
     def refresh_weights(self) -> bool:
         """Load the newest published weights if they are newer than ours. Called between batches."""
-        info = self.transport.latest()
+        info = self.weight_sync.latest()
         if info is None or info.version <= self.version:
             return False
-        info, state = self.transport.fetch()
-        self.policy.model.load_state_dict(state)
+        info, state = self.weight_sync.fetch()
+        self.backend.load_weights(state)
         self.version = info.version
         lag = time.time() - info.pushed_at
         self.status_.policy_version = info.version
@@ -94,103 +107,58 @@ class Sampler:
             batch.append(self.problems[self.order[kind].pop()])
         return batch
 
-    def _prompt(self, problem: Problem) -> list[int]:
-        from models.encoding import encode_prompt
-
+    def prompt_ids(self, problem: Problem) -> list[int]:
+        """The problem's prompt as token ids (encoded once per problem)."""
         if problem.problem_id not in self._prompt_ids:
-            self._prompt_ids[problem.problem_id] = encode_prompt(
-                self.policy.tokenizer, problem.prompt, self.cfg.model.max_prompt_tokens)
+            self._prompt_ids[problem.problem_id] = self.backend.encode_prompt(problem.prompt,
+                                                                              self.cfg.model.max_prompt_tokens)
         return self._prompt_ids[problem.problem_id]
 
     def sample_batch(self) -> list[Trajectory]:
         """Generate, grade and score one batch of problems (runs in a worker thread)."""
-        from models.generation import generate_programs
-
-        cfg, pol = self.cfg, self.policy
+        cfg = self.cfg
         problems = self._next_problems()
-        prompts = [self._prompt(p) for p in problems]
-        gen = dict(is_seq2seq=pol.is_seq2seq, max_new_tokens=cfg.model.max_new_tokens)
-        samples = generate_programs(pol.model, pol.tokenizer, prompts, num_samples=cfg.sampler.samples_per_problem,
-                                    temperature=cfg.sampler.temperature, top_p=cfg.sampler.top_p, **gen)
-        greedy = (generate_programs(pol.model, pol.tokenizer, prompts, num_samples=1, greedy=True, **gen)
-                  if self.decodes_greedy else [])
-        jobs = [(problems[s.prompt_index], problems[s.prompt_index].program_prefix + s.text) for s in samples + greedy]
+        prompts = [self.prompt_ids(p) for p in problems]
+        samples = self.backend.generate(prompts, num_samples=cfg.sampler.samples_per_problem,
+                                        max_new_tokens=cfg.model.max_new_tokens, temperature=cfg.sampler.temperature,
+                                        top_p=cfg.sampler.top_p)
+        greedy = (self.backend.generate(prompts, num_samples=1, max_new_tokens=cfg.model.max_new_tokens, greedy=True)
+                  if self.scorer.needs_greedy else [])
+        jobs = [(problems[g.prompt_index], problems[g.prompt_index].program_prefix + g.text) for g in samples + greedy]
+        self.metrics.record("rltf_sandbox_queue_depth", len(jobs), sampler=self.sampler_id)
         verdicts = self.pool.run(jobs)
-        sample_verdicts, greedy_verdicts = verdicts[: len(samples)], verdicts[len(samples):]
-
-        # The greedy decode of this policy is the baseline of its problem (RLTF's released code).
-        for g, verdict in zip(greedy, greedy_verdicts):
-            scored = score_program(verdict, problems[g.prompt_index], g, pol.tokenizer, cfg.reward)
-            if scored is not None:
-                self.baselines.observe_greedy(problems[g.prompt_index].problem_id, scored.reward)
-
+        self.metrics.record("rltf_sandbox_queue_depth", 0, sampler=self.sampler_id)
+        graded = [GradedSample(problems[g.prompt_index], prompts[g.prompt_index], g, verdict, group=g.prompt_index)
+                  for g, verdict in zip(samples + greedy, verdicts)]
+        batch = self.scorer.score_batch(graded[: len(samples)], graded[len(samples):], policy_version=self.version,
+                                        sampler_id=self.sampler_id)
         st = self.status_
-        graded, baselines = [], []  # (sample, verdict, scored), and the baseline of each
-        for s, verdict in zip(samples, sample_verdicts):
+        for verdict in verdicts[: len(samples)]:
             st.outcomes[verdict.outcome] = st.outcomes.get(verdict.outcome, 0) + 1
-            problem = problems[s.prompt_index]
-            scored = score_program(verdict, problem, s, pol.tokenizer, cfg.reward)
-            if scored is None:
-                continue  # infra_error: the sandbox failed, not the program; no reward either way
-            graded.append((s, verdict, scored))
-            baselines.append(self.baselines.baseline(problem.problem_id))
-            self.baselines.observe_sample(problem.problem_id, scored.reward)  # after: never its own baseline
-        if cfg.reward.baseline == "group":
-            baselines = group_baselines([s.prompt_index for s, _, _ in graded], [sc.reward for _, _, sc in graded])
-        if cfg.reward.baseline_cap is not None:
-            baselines = [min(b, cfg.reward.baseline_cap) for b in baselines]
-
-        trajectories = []
-        now = time.time()
-        for (s, verdict, scored), baseline in zip(graded, baselines):
-            st.samples += 1
-            st.passed += verdict.outcome == "passed"
-            st.reward_sum += scored.reward
-            returns = scored.returns(baseline)
-            if cfg.sampler.skip_zero_returns and not returns.any():
-                continue  # no gradient in it, only learner time
-            trajectories.append(Trajectory(
-                problem_id=problems[s.prompt_index].problem_id,
-                prompt_ids=prompts[s.prompt_index],
-                program_ids=s.token_ids,
-                returns=returns.tolist(),
-                behaviour_logprobs=s.logprobs,
-                policy_version=self.version,
-                reward=scored.reward,
-                baseline_reward=baseline,
-                outcome=verdict.outcome,
-                fine_category=scored.category,
-                blamed_line=scored.blamed_line,
-                sampler_id=self.sampler_id,
-                created_at=now,
-            ))
+        st.samples += batch.scored
+        st.passed += batch.passed
+        st.reward_sum += batch.reward_sum
         st.problems += len(problems)
-        self.metrics.record("rltf_samples_total", len(trajectories), sampler=self.sampler_id)
+        self.metrics.record("rltf_samples_total", len(batch.trajectories), sampler=self.sampler_id)
         for outcome, count in collections.Counter(v.outcome for v in verdicts).items():
             self.metrics.record("rltf_programs_total", count, outcome=outcome)
-        return trajectories
+        return batch.trajectories
 
     # --- the loop ------------------------------------------------------------------------------------------
-    def run(self, max_batches: Optional[int] = None) -> dict[str, Any]:
+    def run(self, max_batches: Optional[int] = None) -> SamplerStatus:
         """Sample until `stop` (or ``max_batches``); every batch ends up in the buffer before the next starts."""
-        self.running, batches = True, 0
-        try:
-            while not self.stopping and (max_batches is None or batches < max_batches):
-                if self._next_pool is not None:
-                    (self.pool, self.status_.extra["pool_generation"]), self._next_pool = self._next_pool, None
-                self.refresh_weights()
-                if self.version == 0:
-                    time.sleep(0.2)  # nothing published yet: never sample from weights the learner did not send
-                    continue
-                self.status_.busy = True
-                trajectories = self.sample_batch()
-                self.status_.busy = False
-                if trajectories and self._push(trajectories) == 0:
-                    break  # the buffer is closed: the run is ending
-                batches += 1
-        finally:
-            self.running = False
-            self.status_.busy = False
+        batches = 0
+        while not self.stopping and (max_batches is None or batches < max_batches):
+            if self._next_pool is not None:
+                (self.pool, self.status_.pool_generation), self._next_pool = self._next_pool, None
+            self.refresh_weights()
+            if self.version == 0:
+                time.sleep(0.2)  # nothing published yet: never sample from weights the learner did not send
+                continue
+            trajectories = self.sample_batch()
+            if trajectories and self._push(trajectories) == 0:
+                break  # the buffer is closed: the run is ending
+            batches += 1
         return self.status()
 
     def _push(self, trajectories: list[Trajectory]) -> int:
@@ -210,7 +178,5 @@ class Sampler:
     def stop(self) -> None:
         self.stopping = True
 
-    def status(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self.status_)
+    def status(self) -> SamplerStatus:
+        return copy.deepcopy(self.status_)

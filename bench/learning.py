@@ -33,20 +33,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from bench.learning_arms import ARMS, KINDS  # noqa: E402
 from bench.learning_report import write_report  # noqa: E402
-
-# arm -> (what it is, config overrides on top of configs/learning.yaml)
-ARMS: dict[str, tuple[str, list[str]]] = {
-    "supervised": ("supervised only (the control)", ["--learner.rl=false", "--learner.num_cpus=2"]),
-    "coarse": ("+ coarse reward", ["--reward.adaptive=false", "--reward.fine_grained=false"]),
-    "coarse+fine": ("+ fine-grained", ["--reward.adaptive=false", "--reward.fine_grained=true"]),
-    "rltf": ("+ adaptive (RLTF)", ["--reward.adaptive=true", "--reward.fine_grained=true"]),
-    # The fixed buffer is filled as fast as the samplers go (no back-pressure), then trained on for the rest of the
-    # budget: 512 programs, about 25 s of sampling here, each then read about twice.
-    "offline": ("RLTF, offline buffer", ["--reward.adaptive=true", "--reward.fine_grained=true",
-                                         "--learner.online=false", "--buffer.capacity=512", "--buffer.max_unread=0"]),
-}
-KINDS = ("tests-only", "supervised")
 
 
 def log(message: str) -> None:
@@ -69,15 +57,15 @@ def heldout_problems(per_template: dict[str, int]):
 
 def train(name: str, overrides: list[str], out_dir: Path) -> dict:
     """One run of configs/learning.yaml with ``overrides``, on the connected Ray; returns its summary."""
-    from actors.launcher import run_controller
     from configs import load_config
+    from train.command import run_controller
 
     cfg = load_config("learning", [f"--run.name={name}", f"--run.output_dir={out_dir}", *overrides])
     run_dir = out_dir / name
     if run_dir.exists():
         raise SystemExit(f"{run_dir} exists: give another --out-dir, or remove it")
     started = time.time()
-    summary = run_controller(cfg, run_dir, teardown=True)
+    summary = run_controller(cfg, run_dir, teardown=True).to_dict()
     summary["run_wall_s"] = round(time.time() - started, 1)
     summary["accepted"] = buffer_accepted(run_dir)
     return summary
@@ -94,15 +82,13 @@ def buffer_accepted(run_dir: Path) -> int:
 
 def checkpoints(run_dir: Path) -> list[tuple[float, Path]]:
     """(seconds of training when saved, hf/ directory) of every checkpoint of a run, in order."""
-    found = []
-    for directory in sorted((Path(run_dir) / "checkpoints").glob("step_*")):
-        state = json.loads((directory / "state.json").read_text())
-        found.append((float(state["train_s"]), directory / "hf"))
-    return found
+    from learner.checkpoints import RunCheckpoints
+
+    return [(c.state().train_s, c.hf_dir) for c in RunCheckpoints(run_dir).all()]
 
 
 def evaluate_model(model_dir: Path, problems, args, seed: int) -> dict:
-    from actors.evaluate import evaluate
+    from evaluation.evaluate import evaluate
 
     result = evaluate(str(model_dir), problems, n=args.eval_n, ks=(1, 5), temperature=args.eval_temperature,
                       top_p=0.95, max_new_tokens=args.max_new_tokens, max_prompt_tokens=192, samplers=2, workers=2, seed=seed,
@@ -158,7 +144,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import ray
 
-    from actors.launcher import init_ray
+    from cluster.connect import init_ray
 
     began = time.time()
     out_dir = Path(args.out_dir).resolve()
@@ -167,7 +153,7 @@ def main(argv=None) -> int:
     log(f"{len(arms)} arms x {args.seeds} seeds, {args.budget_s:.0f} s of training each; held-out set "
         f"{sum(p.meta['supervised'] is False for p in problems)} tests-only + "
         f"{sum(p.meta['supervised'] is True for p in problems)} supervised problems, n={args.eval_n}")
-    init_ray(None, "rltf-learning", cpus_needed=6)
+    init_ray(None, "rltf-learning", num_cpus=6)
     results: dict = {"settings": {k: v for k, v in vars(args).items()}, "runs": [], "commands": sys.argv}
     try:
         if args.start_model:

@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
-KINDS = ("tests-only", "supervised")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repository's packages
+
+from bench.learning_arms import ARMS, KINDS  # noqa: E402
+
 NOTES_MARK = "<!-- hand-written notes below this line are kept when the report is regenerated -->"
 
 
@@ -212,11 +216,6 @@ def main() -> int:
     parser.add_argument("results", nargs="?", default="bench/results/learning.json")
     parser.add_argument("--docs", default="docs")
     args = parser.parse_args()
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from bench.learning import ARMS
-
     print(write_report(json.loads(Path(args.results).read_text()), ARMS, Path(args.docs)))
     return 0
 

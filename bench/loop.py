@@ -5,7 +5,7 @@
    The whole sampler batch (generate + greedy + sandbox + rewards) is timed too, for information.
 2. learner step: one DeepSpeed optimizer step (`LearnerRank`, ZeRO 0, gloo, world 1) against a plain torch AdamW
    step (same model, batch, loss, clipping, dropout seeds); the parameters must end up equal.
-3. weight push: push on the `ObjectStoreTransport` + `WeightStore` path until every receiving `Sampler` actor
+3. weight push: push on the `ObjectStoreSync` + `WeightStore` path until every receiving `Sampler` actor
    runs it (`refresh_weights`: latest, fetch, load_state_dict), against a raw `ray.put` + `ray.get` of the same
    tensors in the same actors, by model size (GPT-2s built from `GPT2Config`) and number of receivers.
 4. loop: trajectories accepted per second by the real asynchronous system (`Controller` on the `smoke` preset:
@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -33,11 +33,18 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
+from bench.loop_systems import (  # noqa: E402
+    PUSH_SIZES,
+    SyncLoop,
+    bench_async_loop,
+    bench_weight_push,
+    combine,
+)
+from cluster.connect import init_ray  # noqa: E402
 from configs import load_config  # noqa: E402
+from train.command import cpus_needed  # noqa: E402
 
 CORES = os.cpu_count() or 1
-# GPT-2 shapes for the weight-push sizes: (label, n_embd, n_layer, n_head, vocab, positions).
-PUSH_SIZES = [("~3M", 256, 4, 4, 384, 512), ("~25M", 512, 6, 8, 8192, 512), ("~100M", 768, 12, 12, 32768, 1024)]
 
 
 def bench_config(tmp: str, name: str = "benchloop"):
@@ -47,15 +54,13 @@ def bench_config(tmp: str, name: str = "benchloop"):
                                  "--learner.checkpoint_every=0", "--learner.total_steps=1000000"])
 
 
-def median(xs: list[float]) -> float:
-    return statistics.median(xs)
 
 
 # --- 1. generation ---------------------------------------------------------------------------------------------
 def plain_generate(model, tokenizer, prompts, n: int, max_new_tokens: int, temperature: float, top_p: float):
-    from models.generation import _left_pad
+    from models.generation import left_pad
 
-    ids, mask = _left_pad(prompts, tokenizer.pad_token_id)
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id)
     with torch.inference_mode():
         return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                               num_return_sequences=n, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
@@ -66,9 +71,9 @@ def bench_generation(cfg, sampler, reps: int) -> dict:
     from models.generation import generate_programs
 
     torch.set_num_threads(max(1, int(cfg.sampler.num_cpus)))  # what a sampler actor uses
-    pol, s = sampler.policy, cfg.sampler
+    pol, s = sampler.backend.policy, cfg.sampler
     problems = sampler.problems[: s.problems_per_batch]
-    prompts = [sampler._prompt(p) for p in problems]
+    prompts = [sampler.prompt_ids(p) for p in problems]
     n, new = s.samples_per_problem, cfg.model.max_new_tokens
     ours, plain, cpu_ratios, same = [], [], [], True
     for rep in range(reps + 1):  # rep 0 is warm-up for both
@@ -94,7 +99,7 @@ def bench_generation(cfg, sampler, reps: int) -> dict:
         t = time.perf_counter()
         trajectories = sampler.sample_batch()
         whole.append(time.perf_counter() - t)
-    programs = batch + (len(prompts) if sampler.decodes_greedy else 0)
+    programs = batch + (len(prompts) if sampler.scorer.needs_greedy else 0)
     return {
         "batch": f"{len(prompts)} prompts x {n} samples, {new} new tokens, T={s.temperature}, top_p={s.top_p}",
         "torch_threads": torch.get_num_threads(), "reps": reps, "same_tokens": same,
@@ -113,7 +118,7 @@ def fake_returns(programs, prompts, seed: int = 0):
     """Real sampled programs with random per-token returns: the learner's work does not depend on the values."""
     import random
 
-    from actors.types import Trajectory
+    from rewards.trajectory import Trajectory
 
     rng = random.Random(seed)
     return [Trajectory(problem_id=f"p{p.prompt_index}", prompt_ids=prompts[p.prompt_index], program_ids=p.token_ids,
@@ -131,9 +136,9 @@ def bench_learner_step(tmp: str, sampler, reps: int) -> dict:
                                 "--learner.warm_start_steps=0", "--learner.warmup_steps=0"])
     torch.set_num_threads(max(1, int(cfg.learner.num_cpus)))  # what a learner actor uses
     problems = sampler.problems[:4]
-    prompts = [sampler._prompt(p) for p in problems]
+    prompts = [sampler.prompt_ids(p) for p in problems]
     torch.manual_seed(0)
-    programs = generate_programs(sampler.policy.model, sampler.policy.tokenizer, prompts, is_seq2seq=False,
+    programs = generate_programs(sampler.backend.policy.model, sampler.backend.tokenizer, prompts, is_seq2seq=False,
                                  num_samples=cfg.learner.batch_size // len(prompts), max_new_tokens=cfg.model.max_new_tokens)
     batch_trajs = fake_returns(programs, prompts)
 
@@ -151,7 +156,7 @@ def bench_learner_step(tmp: str, sampler, reps: int) -> dict:
         ds, ds_cpu = time.perf_counter() - t, time.process_time() - c
         torch.manual_seed(1000 + step)
         t, c = time.perf_counter(), time.process_time()
-        batch = rank._rl_batch(batch_trajs)  # the same batching code as the learner's
+        batch = rank.rl_batch(batch_trajs)  # the same batching code as the learner's
         out = rl_loss(plain, batch, global_tokens=batch.num_tokens, world_size=1)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(plain.parameters(), 1.0)  # the DeepSpeed JSON's gradient_clipping
@@ -168,190 +173,6 @@ def bench_learner_step(tmp: str, sampler, reps: int) -> dict:
             "torch_threads": torch.get_num_threads(), "reps": reps, "max_param_diff": diff,
             "deepspeed_step_s": median(ds_times), "plain_step_s": median(plain_times),
             "ratio": median([p / d for p, d in zip(plain_times, ds_times)]), "cpu_time_ratio": median(cpu_ratios)}
-
-
-# --- 4a. synchronous loop --------------------------------------------------------------------------------------
-class SyncLoop:
-    """Generate a batch, grade it, take a learner step on it, copy the new weights into the sampler; repeat.
-
-    Set up once; `measure` may run several windows (before and after the asynchronous side, so that a change in
-    the machine's load during the run hits both sides alike)."""
-
-    def __init__(self, cfg, problems, threads: int) -> None:
-        from actors.sampler import Sampler
-        from learner.rank import LearnerRank, free_port
-        from sandbox import LocalSandboxPool
-
-        self.pool = LocalSandboxPool(cfg.sandbox.num_workers, cfg.sandbox)
-        self.sampler = Sampler(cfg, "sync", problems, None, self.pool, None)
-        self.learner = LearnerRank(cfg, 0, 1)
-        self.learner.setup("127.0.0.1", free_port(), problems)
-        self.threads = threads
-        torch.set_num_threads(threads)
-        self.iteration()  # warm-up: first generation, first sandbox forks, DeepSpeed's first step
-
-    def iteration(self) -> list:
-        self.sampler.policy.model.load_state_dict(self.learner.engine.module.state_dict())  # the policy just trained
-        self.sampler.version = self.learner.step
-        trajectories = self.sampler.sample_batch()
-        if trajectories:
-            self.learner.train_step(trajectories)
-        return trajectories
-
-    def measure(self, window_s: float) -> dict:
-        torch.set_num_threads(self.threads)
-        start, samples, steps, tokens = time.perf_counter(), 0, 0, 0
-        while time.perf_counter() - start < window_s:
-            trajectories = self.iteration()
-            samples, steps = samples + len(trajectories), steps + 1
-            tokens += sum(len(t.program_ids) for t in trajectories)
-        elapsed = time.perf_counter() - start
-        return {"window_s": elapsed, "trajectories": samples, "learner_steps": steps, "torch_threads": self.threads,
-                "samples_per_s": samples / elapsed, "learner_steps_per_s": steps / elapsed,
-                "mean_program_tokens": tokens / max(samples, 1), "load_avg_1min": os.getloadavg()[0]}
-
-    def close(self) -> None:
-        self.pool.close()
-
-
-def combine(windows: list[dict]) -> dict:
-    elapsed = sum(w["window_s"] for w in windows)
-    samples, steps = sum(w["trajectories"] for w in windows), sum(w["learner_steps"] for w in windows)
-    return {"window_s": elapsed, "trajectories": samples, "learner_steps": steps, "samples_per_s": samples / elapsed,
-            "learner_steps_per_s": steps / elapsed, "torch_threads": windows[0]["torch_threads"],
-            "mean_program_tokens": sum(w["mean_program_tokens"] * w["trajectories"] for w in windows) / max(samples, 1),
-            "windows": windows}
-
-
-# --- Ray parts ---------------------------------------------------------------------------------------------------
-def init_ray(cfg) -> None:
-    import ray
-
-    from actors.launcher import QUIET_ENV, cpus_needed
-
-    # As `launch.py train` does on one machine (actors.launcher.init_ray), without the actors' logs.
-    ray.init(address="local", _node_ip_address="127.0.0.1", namespace=cfg.run.namespace, num_cpus=max(CORES, int(cpus_needed(cfg) + 0.999)),
-             include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": QUIET_ENV})
-
-
-def build_model_dir(tmp: str, size) -> tuple[str, int, int]:
-    """A GPT-2 of the given shape saved with the tiny preset's tokenizer, so `Sampler` loads it like any policy."""
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-
-    from models import ensure_tiny
-
-    label, embd, layers, heads, vocab, positions = size
-    directory = Path(tmp) / f"gpt2-{label.strip('~')}"
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=embd, n_layer=layers, n_head=heads,
-                                       n_positions=positions, bos_token_id=0, eos_token_id=0, pad_token_id=0))
-    model.save_pretrained(directory)
-    AutoTokenizer.from_pretrained(ensure_tiny("tiny:gpt2")).save_pretrained(directory)
-    params = sum(p.numel() for p in model.parameters())
-    nbytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    return str(directory), params, nbytes
-
-
-def bench_weight_push(cfg, problems, tmp: str, sizes, reps: int) -> list[dict]:
-    import ray
-
-    from actors.sampler import Sampler
-    from learner.weights import ObjectStoreTransport, WeightStore
-    from models import load_policy
-
-    class PushReceiver(Sampler):
-        def raw_fetch(self, refs: list) -> float:
-            state = ray.get(refs[0])
-            return time.time() if state else 0.0
-
-    rows = []
-    for size in sizes:
-        model_dir, params, nbytes = build_model_dir(tmp, size)
-        sized = load_config("smoke", [f"--model.name_or_path={model_dir}", f"--run.output_dir={tmp}"])
-        state = load_policy(model_dir).model.state_dict()  # the learner side's tensors
-        store = ray.remote(WeightStore).options(num_cpus=0).remote()
-        transport = ObjectStoreTransport(store)
-        receivers = [ray.remote(PushReceiver).options(num_cpus=0, max_concurrency=2).remote(
-            sized, f"push-{i}", problems, None, None, transport) for i in range(2)]
-        ray.get([r.status.remote() for r in receivers])
-        version = 0
-        for n in (1, 2):
-            ours, raw = [], []
-            for rep in range(reps + 1):  # rep 0 warms both paths up
-                version += 1
-                t = time.time()
-                transport.publish(version, state)
-                ray.get([r.refresh_weights.remote() for r in receivers[:n]])
-                t_ours = time.time() - t
-                t = time.time()
-                ref = ray.put(state)
-                ray.get([r.raw_fetch.remote([ref]) for r in receivers[:n]])
-                t_raw = time.time() - t
-                del ref
-                if rep:
-                    ours.append(t_ours)
-                    raw.append(t_raw)
-            running = ray.get([r.status.remote() for r in receivers[:n]])
-            assert all(s["policy_version"] == version for s in running), running  # every receiver runs the push
-            rows.append({"size": size[0], "parameters": params, "megabytes": nbytes / 2**20, "receivers": n,
-                         "reps": reps, "push_to_running_s": median(ours), "raw_put_get_s": median(raw),
-                         "ratio": median([o / r for o, r in zip(ours, raw)])})
-        for r in receivers:
-            ray.kill(r)
-        ray.kill(store)
-    return rows
-
-
-def bench_async_loop(cfg, tmp: str, window_s: float, warm_batches: int = 2, warm_steps: int = 2) -> dict:
-    """The real system on the run's config; trajectories accepted by its buffer per second, warm-up excluded."""
-    import ray
-
-    from actors.controller import Controller
-
-    controller = ray.remote(Controller).options(name=f"{cfg.run.name}:controller", num_cpus=0,
-                                                max_concurrency=32).remote(cfg, str(Path(tmp) / "async-run"))
-    done = controller.run.remote()
-    buffer, deadline = None, time.time() + 300
-    while buffer is None:
-        try:
-            buffer = ray.get_actor(f"{cfg.run.name}:buffer", namespace=cfg.run.namespace)
-        except ValueError:
-            if ray.wait([done], timeout=0.5)[0]:
-                ray.get(done)  # raises the controller's error
-            if time.time() > deadline:
-                raise TimeoutError("the controller built no buffer within 300 s")
-
-    def accepted() -> int:
-        return ray.get(buffer.stats.remote())["accepted"]
-
-    def learner_step() -> int:
-        return ray.get(controller.status.remote())["step"]
-
-    per_batch = cfg.sampler.problems_per_batch * cfg.sampler.samples_per_problem
-    while accepted() < warm_batches * per_batch or learner_step() < warm_steps:
-        if ray.wait([done], timeout=0.5)[0]:
-            raise RuntimeError(f"the controller ended during warm-up: {ray.get(done)}")
-    # Measure from one accepted batch to another (as the synchronous side does) so no partial batch is counted.
-    last = accepted()
-    while accepted() == last:
-        time.sleep(0.1)
-    t0, a0, s0, wall0 = time.perf_counter(), accepted(), learner_step(), time.time()
-    t1, a1 = t0, a0
-    while time.perf_counter() - t0 < window_s:
-        a = accepted()
-        if a != a1:
-            t1, a1 = time.perf_counter(), a
-        time.sleep(0.25)  # a batch lands every second or two; polling faster would load the machine it measures
-    s1, elapsed = learner_step(), time.perf_counter() - t0
-    status = ray.get(controller.status.remote())
-    # Program lengths of trajectories made in the window (a sample of what the buffer still holds): a policy that
-    # learned to stop earlier makes cheaper programs, so both sides report it.
-    held = ray.get(buffer.sample.remote(min(128, status["buffer"]["size"]), 1))
-    made = [t for t in (held[0] if held else []) if t.created_at >= wall0]
-    return {"window_s": t1 - t0, "trajectories": a1 - a0, "learner_steps": s1 - s0,
-            "samples_per_s": (a1 - a0) / (t1 - t0), "learner_steps_per_s": (s1 - s0) / elapsed,
-            "mean_program_tokens": sum(len(t.program_ids) for t in made) / max(len(made), 1),
-            "policy_version": status["version"], "sampler_versions": status.get("sampler_versions"),
-            "load_avg_1min": os.getloadavg()[0]}
 
 
 # --- report ------------------------------------------------------------------------------------------------------
@@ -421,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         sync_windows = [sync_loop.measure(window / 2)]
         import ray
 
-        init_ray(cfg)
+        init_ray(None, cfg.run.namespace, cpus_needed(cfg), log_to_driver=False)
         try:
             print(f"3/4 weight push ... ({time.time() - started:.0f} s)", flush=True)
             results["weight_push"] = bench_weight_push(cfg, problems, tmp, sizes, max(2, reps // 2))

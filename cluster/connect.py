@@ -1,8 +1,35 @@
-"""Reaching a running job from another process: join its Ray cluster and find its controller by name."""
+"""Reaching Ray: the one helper that starts an embedded local cluster or joins a running one, and finding a
+running job's controller by name from another process."""
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from typing import Any
+
+# Actor processes: no per-file progress bars from transformers / huggingface_hub in the run's log.
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def init_ray(address: str | None = None, namespace: str = "rltf", num_cpus: float = 0.0, *,
+             log_to_driver: bool = True, **options: Any) -> bool:
+    """Join the Ray cluster at ``address`` (``auto``, ``ray://host:10001``, ``host:port``), or without one start
+    an embedded local cluster. Returns False (and does nothing) when this process is already connected.
+
+    The embedded cluster gets at least ``num_cpus`` logical CPUs (sandbox workers and the buffer idle most of the
+    time, so a 2-core machine can host a whole actor graph that asks for more), binds to 127.0.0.1 only, and is
+    always a new one (``address="local"``), even when `ray start` left another cluster on this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, namespace=namespace, log_to_driver=log_to_driver, **options)
+    else:
+        ray.init(address="local", _node_ip_address="127.0.0.1", namespace=namespace,
+                 num_cpus=max(os.cpu_count() or 1, math.ceil(num_cpus)), include_dashboard=False,
+                 log_to_driver=log_to_driver, runtime_env={"env_vars": QUIET_ENV}, **options)
+    return True
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,8 +49,7 @@ def find_controller(args: argparse.Namespace) -> Any:
     import ray
     from ray.util.state import list_actors
 
-    ray.init(address=args.address, namespace=args.namespace, log_to_driver=False,
-             logging_level="ERROR")
+    init_ray(args.address, args.namespace, log_to_driver=False, logging_level="ERROR")
     names = sorted(a.name for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
                    if a.name and a.name.endswith(":controller") and (a.ray_namespace or args.namespace) == args.namespace)
     if args.run:

@@ -25,7 +25,8 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], Optional[list[float]]]] 
     "rltf_policy_version": ("gauge", "weight version a sampler runs", ("sampler",), None),
     "rltf_weight_sync_seconds": ("histogram", "from the learner's push to a sampler running the new weights",
                                  ("sampler",), [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60]),
-    "rltf_sandbox_queue_depth": ("gauge", "programs waiting for or running in sandbox workers", (), None),
+    "rltf_sandbox_queue_depth": ("gauge", "programs a sampler has waiting for or running in sandbox workers",
+                                 ("sampler",), None),
     "rltf_actors": ("gauge", "live actors of the run, by role", (), None),
 }
 

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     try:
-        status = ray.get(find_controller(args).status.remote())
+        status = ray.get(find_controller(args).status.remote()).to_dict()
     except RunNotFound as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

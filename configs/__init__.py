@@ -167,6 +167,7 @@ def validate(cfg: Config) -> Config:
         "learner.weight_decay": cfg.learner.weight_decay,
         "learner.checkpoint_every_s": cfg.learner.checkpoint_every_s,
         "run.max_wall_s": cfg.run.max_wall_s,
+        "reward.penalty": cfg.reward.penalty,
     }
     for key, value in non_negative.items():
         if value < 0:
@@ -180,6 +181,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             f"buffer.min_fill ({cfg.buffer.min_fill}) exceeds buffer.capacity ({cfg.buffer.capacity})"
         )
+    if cfg.reward.baseline in ("greedy", "best") and not cfg.sampler.greedy_baseline:
+        raise ConfigError(f"reward.baseline: {cfg.reward.baseline!r} needs one greedy decode per problem, but "
+                          "sampler.greedy_baseline is false (use baseline group or none, or turn greedy decodes on)")
     if cfg.learner.warm_start_lr_end is not None and cfg.learner.warm_start_lr_end <= 0:
         raise ConfigError(f"learner.warm_start_lr_end: must be > 0 or null, got {cfg.learner.warm_start_lr_end}")
     if cfg.learner.importance_clip is not None and cfg.learner.importance_clip <= 0:

@@ -2,7 +2,10 @@
 
 A run's whole configuration is a `Config`. `configs/__init__.py` loads it from a preset name or a YAML path and
 applies `--section.key=value` overrides; everything that reads configuration reads these dataclasses, never raw
-dicts. Defaults here are the offline `local` preset's values unless a preset says otherwise.
+dicts. Defaults here are the library's: what a `Config()` built in code gets, what `launch.py eval` and `execute`
+grade with (`SandboxConfig`), and what a preset without ``base:`` starts from. The presets set what a run uses:
+`local` (the offline default, base of `smoke` and `learning`) adds a warm start, bigger batches and shorter sandbox
+timeouts for the tiny model; `codet5-apps` sets the paper's values.
 """
 from __future__ import annotations
 
@@ -37,11 +40,15 @@ class DataConfig:
     split: Optional[str] = "train"
     limit: Optional[int] = None  # at most this many problems (None: all)
     eval_split: Optional[str] = "heldout"
+    # A malformed record (or a repeated problem id) stops the load with an error naming it; true: it is skipped,
+    # and the count and the first few reasons are logged.
+    skip_invalid: bool = False
 
 
 @dataclass
 class SamplerConfig:
     num_samplers: int = 1
+    backend: Literal["hf"] = "hf"  # the generation backend (models.backend.BACKENDS): transformers' generate
     samples_per_problem: int = 4  # N sampled programs per problem (plus one greedy decode, see greedy_baseline)
     problems_per_batch: int = 4
     temperature: float = 1.0
@@ -87,6 +94,9 @@ class RewardConfig:
     # the policy already solves stay reinforced; below 0 (problems whose samples mostly fail) returns stay centred.
     baseline_cap: Optional[float] = None
     penalty: float = 0.3
+    # The outcome reward R(w) by name (rewards.outcome.REWARD_FUNCTIONS; register a new one there and add its name
+    # here). None: `adaptive` when reward.adaptive is true, else `coarse`.
+    function: Optional[Literal["coarse", "adaptive"]] = None
 
 
 @dataclass

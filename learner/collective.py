@@ -1,9 +1,9 @@
-"""The collective weight transport: a torch.distributed broadcast from learner rank 0 to the samplers.
+"""The collective weight-sync strategy: a torch.distributed broadcast from learner rank 0 to the samplers.
 
 Each membership generation is a process group of its own (a TCPStore plus ProcessGroupGloo on CPU, or
 ProcessGroupNCCL on GPU, per `models.device.dist_backend`), never the learners' own group. One publish of version
 v: the sender announces v and the tensor layout in the `WeightStore` (metadata only), broadcasts a header
-``[v, nbytes]``, then ONE flat byte buffer with every tensor, then all members combine an error flag. `publish`
+``[v, nbytes]``, then ONE flat byte buffer with every tensor, then all members combine an error flag. `send`
 returns only after that, so version v+1 cannot start before every receiver holds v: versions are never skipped.
 Samplers join between generation batches, so a publish waits for the slowest sampler's batch; a receiver that
 died fails the publish at once, one that never joins after ``timeout_s``, with `WeightGroupError`.
@@ -16,14 +16,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from actors.types import PublishedWeights
+from learner.weight_sync import PublishedWeights, WeightSync, WeightSyncError
 
 # --- collective broadcast --------------------------------------------------------------------------------
 _MEMBER_START_TIMEOUT_S = 300.0
 _ALIGN = 16  # each tensor starts at a multiple of this in the flat byte buffer, so its slice can be viewed as its dtype
 
 
-class WeightGroupError(RuntimeError):
+class WeightGroupError(WeightSyncError):
     """A collective weight group cannot be formed or used (a member died, never joined, or the group is stale)."""
 
 
@@ -49,8 +49,8 @@ class _Membership:
         self.broken: Optional[str] = None  # set when a collective failed: the group must be re-formed
 
 
-# Process-wide, per WeightStore: LearnerRank.publish receives a fresh (unpickled) transport on every call, so the
-# process group cannot live in the transport object itself.
+# Process-wide, per WeightStore: LearnerRank.publish receives a fresh (unpickled) strategy object on every call, so the
+# process group cannot live in that object itself.
 _MEMBERSHIPS: dict[str, _Membership] = {}
 _MEMBERSHIPS_LOCK = threading.Lock()
 
@@ -109,11 +109,11 @@ def unflatten_state_dict(flat: Any, layout: list[tuple]) -> dict[str, Any]:
     return out
 
 
-class CollectiveTransport:
-    """Sender and receiver over a torch.distributed broadcast from learner rank 0 to the samplers.
+class CollectiveSync(WeightSync):
+    """Sender and receivers over a torch.distributed broadcast from learner rank 0 to the samplers.
 
-    Membership is declared by the controller with `form_weight_group`; no actor needs a method for it (the join
-    runs inside each actor through Ray's ``__ray_call__``). Picklable like `ObjectStoreTransport`.
+    Membership is declared by the controller (`set_members`, which calls `form_weight_group`); no actor needs a
+    method for it (the join runs inside each actor through Ray's ``__ray_call__``).
 
     One publish of version v, on every member, in this order over the group's own process group:
       1. rank 0 announces v in the WeightStore: the group name and the tensor layout (metadata only);
@@ -133,10 +133,30 @@ class CollectiveTransport:
     """
 
     def __init__(self, store: Any, timeout_s: float = 300.0, device: Optional[str] = None) -> None:
-        self.store = store  # a WeightStore actor handle
+        super().__init__(store)
         self.timeout_s = float(timeout_s)
         self.device = device  # None: models.device.torch_device() in the member's own process
         self.channel = store._actor_id.hex()  # one membership per WeightStore per process
+        self.generation = 0  # membership generations formed (controller side)
+        self.receivers = 0  # receivers of the current generation (controller side)
+
+    # --- membership (controller side) ---------------------------------------------------------------------
+    async def set_members(self, sender: Any, receivers: list[Any]) -> Optional[dict[str, Any]]:
+        """A broadcast group is fixed: form a new one (``weights-<generation>``) with these receivers."""
+        import asyncio
+
+        self.receivers = len(receivers)
+        if not receivers:
+            return None  # nobody to broadcast to; the next members get the weights when they come
+        self.generation += 1
+        name = f"weights-{self.generation}"
+        await asyncio.get_running_loop().run_in_executor(None, form_weight_group, sender, receivers, name, self)
+        return {"name": name, "members": len(receivers)}
+
+    async def publish(self, sender: Any, version: int) -> Optional[dict[str, Any]]:
+        if not self.receivers:
+            return None  # a broadcast needs receivers; the next group gets the weights then
+        return await sender.publish.remote(self, version)
 
     # --- membership (runs inside each member actor, called by form_weight_group) --------------------------
     def join(self, group: WeightGroup, rank: int) -> None:
@@ -226,12 +246,12 @@ class CollectiveTransport:
         return flat
 
     # --- sender -------------------------------------------------------------------------------------------
-    def publish(self, version: int, state_dict: dict[str, Any], step: int = 0) -> PublishedWeights:
+    def send(self, version: int, state_dict: dict[str, Any], step: int = 0) -> PublishedWeights:
         import ray
 
-        m = self._bound("publish")
+        m = self._bound("send")
         if m.rank != 0:
-            raise WeightGroupError(f"publish: only rank 0 of weight group {m.group.name} sends, this is rank {m.rank}")
+            raise WeightGroupError(f"send: only rank 0 of weight group {m.group.name} sends, this is rank {m.rank}")
         flat, layout, nbytes = flatten_state_dict(state_dict, self._device())
         info = PublishedWeights(version=version, pushed_at=time.time(), step=step)
         announcement = {"transport": "collective", "group": m.group.name, "layout": layout, "nbytes": nbytes}
@@ -267,18 +287,18 @@ class CollectiveTransport:
         return info, unflatten_state_dict(flat, ann["layout"])
 
 
-def _join_in_actor(actor: Any, transport: CollectiveTransport, group: WeightGroup, rank: int) -> None:
-    transport.join(group, rank)
+def _join_in_actor(actor: Any, sync: CollectiveSync, group: WeightGroup, rank: int) -> None:
+    sync.join(group, rank)
 
 
-def _backend_in_actor(actor: Any, transport: CollectiveTransport) -> str:
+def _backend_in_actor(actor: Any, sync: CollectiveSync) -> str:
     from models.device import dist_backend
 
-    return dist_backend(transport._device())
+    return dist_backend(sync._device())
 
 
 def form_weight_group(sender_actor: Any, receiver_actors: list[Any], group_name: str,
-                      transport: CollectiveTransport, host: Optional[str] = None) -> WeightGroup:
+                      sync: CollectiveSync, host: Optional[str] = None) -> WeightGroup:
     """Driver/controller side: make ``sender_actor`` rank 0 and ``receiver_actors`` ranks 1.. of a new group.
 
     Every member joins concurrently (a process group forms only once all are in). Use a new ``group_name`` per
@@ -290,17 +310,17 @@ def form_weight_group(sender_actor: Any, receiver_actors: list[Any], group_name:
     # Actor start-up (a process, torch imports) is not part of the transfer timeout; bound it separately.
     ray.get([a.__ray_ready__.remote() for a in members], timeout=_MEMBER_START_TIMEOUT_S)
     # The sender's device decides gloo or NCCL (models.device.dist_backend), not the controller's.
-    backend = ray.get(sender_actor.__ray_call__.remote(_backend_in_actor, transport), timeout=transport.timeout_s)
+    backend = ray.get(sender_actor.__ray_call__.remote(_backend_in_actor, sync), timeout=sync.timeout_s)
     group = WeightGroup(name=group_name, world_size=1 + len(receiver_actors),
-                        backend=backend, timeout_s=transport.timeout_s, host=host)
-    refs = [a.__ray_call__.remote(_join_in_actor, transport, group, r) for r, a in enumerate(members)]
+                        backend=backend, timeout_s=sync.timeout_s, host=host)
+    refs = [a.__ray_call__.remote(_join_in_actor, sync, group, r) for r, a in enumerate(members)]
     try:
         ray.get(refs, timeout=group.timeout_s + 30)
     except Exception as exc:
         raise WeightGroupError(f"forming weight group {group_name} with {group.world_size} members failed: "
                                f"{type(exc).__name__}: {str(exc)[:500]}") from exc
     finally:
-        ray.get(transport.store.set_address.remote(group_name, None))
+        ray.get(sync.store.set_address.remote(group_name, None))
     return group
 
 

@@ -11,16 +11,18 @@ import logging
 import random
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
 
-from actors.types import SupervisedExample, Trajectory
 from configs.schema import Config
 from learner.batching import make_batch
+from learner.checkpoints import Checkpoint
 from learner.engine import init_engine, init_process_group
 from learner.loss import rl_loss, supervised_loss
+from rewards.trajectory import Trajectory
 from tasks.problem import Problem
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("", 0))
         return s.getsockname()[1]
+
+
+@dataclass
+class SupervisedExample:
+    """A reference solution for the supervised micro-steps and the warm start."""
+
+    problem_id: str
+    prompt_ids: list[int]
+    program_ids: list[int]
 
 
 def supervised_examples(problems: Sequence[Problem], tokenizer, cfg: Config) -> list[SupervisedExample]:
@@ -85,7 +96,9 @@ class LearnerRank:
         dist.all_reduce(count)
         return int(count.item())
 
-    def _micro_step(self, loss_fn, batch, **kw) -> dict[str, float]:
+    def micro_step(self, loss_fn, batch, **kw) -> dict[str, float]:
+        """One micro-step: ``loss_fn`` on ``batch``, backward, and DeepSpeed's step (an optimizer step only at the
+        gradient-accumulation boundary)."""
         batch = batch.to(self.engine.device)
         out = loss_fn(self.engine, batch, global_tokens=self._global_tokens(batch.num_tokens),
                       world_size=self.world_size, **kw)
@@ -101,7 +114,7 @@ class LearnerRank:
         return make_batch([e.prompt_ids for e in picks], [e.program_ids for e in picks],
                           is_seq2seq=self.policy.is_seq2seq, pad_id=tok.pad_token_id)
 
-    def _rl_batch(self, trajectories: Sequence[Trajectory]):
+    def rl_batch(self, trajectories: Sequence[Trajectory]):
         tok = self.policy.tokenizer
         return make_batch(
             [t.prompt_ids for t in trajectories], [t.program_ids for t in trajectories],
@@ -125,38 +138,40 @@ class LearnerRank:
 
         if rl_shard is None:
             for _ in range(gas):
-                record(self._micro_step(supervised_loss, self._supervised_batch()))
+                record(self.micro_step(supervised_loss, self._supervised_batch()))
         else:
             chunks = [rl_shard[i::cfg.grad_accum] for i in range(cfg.grad_accum)]
             for chunk in chunks:
-                record(self._micro_step(rl_loss, self._rl_batch(chunk), importance_clip=cfg.importance_clip))
+                record(self.micro_step(rl_loss, self.rl_batch(chunk), importance_clip=cfg.importance_clip))
                 for _ in range(cfg.supervised_ratio):
-                    record(self._micro_step(supervised_loss, self._supervised_batch()))
+                    record(self.micro_step(supervised_loss, self._supervised_batch()))
         self.step += 1
         out = {k: sum(v) / len(v) for k, v in metrics.items()}
         out.update(step=self.step, lr=self.engine.get_lr()[0], step_s=time.perf_counter() - t0)
         return out
 
     # --- weights and checkpoints -------------------------------------------------------------------------
-    def publish(self, transport: Any, version: int) -> dict[str, Any]:
+    def publish(self, sync: Any, version: int) -> dict[str, Any]:
+        """Send the current weights as ``version`` through the run's weight-sync strategy (rank 0 only)."""
         t0 = time.perf_counter()
-        info = transport.publish(version, self.engine.module.state_dict(), step=self.step)
+        info = sync.send(version, self.engine.module.state_dict(), step=self.step)
         return {"version": info.version, "pushed_at": info.pushed_at, "publish_s": time.perf_counter() - t0}
 
     def parameters_snapshot(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.engine.module.state_dict().items()}
 
     def save_checkpoint(self, directory: str, client_state: dict[str, Any]) -> None:
-        self.engine.save_checkpoint(str(Path(directory) / "deepspeed"), tag="state",
+        checkpoint = Checkpoint(Path(directory))
+        self.engine.save_checkpoint(str(checkpoint.deepspeed_dir), tag="state",
                                     client_state={**client_state, "step": self.step})
         if self.rank == 0:
-            hf_dir = Path(directory) / "hf"
-            self.engine.module.save_pretrained(hf_dir)
-            self.policy.tokenizer.save_pretrained(hf_dir)
+            self.engine.module.save_pretrained(checkpoint.hf_dir)
+            self.policy.tokenizer.save_pretrained(checkpoint.hf_dir)
 
     def load_checkpoint(self, directory: str) -> dict[str, Any]:
-        _, client_state = self.engine.load_checkpoint(str(Path(directory) / "deepspeed"), tag="state")
+        checkpoint = Checkpoint(Path(directory))
+        _, client_state = self.engine.load_checkpoint(str(checkpoint.deepspeed_dir), tag="state")
         if client_state is None:
-            raise FileNotFoundError(f"no DeepSpeed checkpoint under {directory}/deepspeed")
+            raise FileNotFoundError(f"no DeepSpeed checkpoint under {checkpoint.deepspeed_dir}")
         self.step = int(client_state["step"])
         return client_state

@@ -67,11 +67,6 @@ def dist_backend(device: str | None = None) -> str:
     return "nccl" if is_cuda(device) else "gloo"
 
 
-def deepspeed_accelerator(device: str | None = None) -> str:
-    """The value for DeepSpeed's ``DS_ACCELERATOR`` variable (set before ``import deepspeed``)."""
-    return "cuda" if is_cuda(device) else "cpu"
-
-
 def num_gpus() -> int:
     """GPUs this process may use: 0 when the device is forced to CPU, so Ray asks for none."""
     import torch

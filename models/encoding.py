@@ -5,8 +5,6 @@ start. Programs end with EOS when they are targets, so the model learns to stop.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 
 def encode_prompt(tokenizer, text: str, max_tokens: int) -> list[int]:
     ids = tokenizer(text, add_special_tokens=True)["input_ids"]
@@ -21,19 +19,3 @@ def encode_program(tokenizer, text: str, max_tokens: int, *, add_eos: bool = Tru
     if add_eos and tokenizer.eos_token_id is not None:
         ids = ids[: max_tokens - 1] + [tokenizer.eos_token_id]
     return ids[:max_tokens]
-
-
-def strip_special(tokenizer, ids: Sequence[int]) -> list[int]:
-    """Generated ids up to (not including) the first EOS, without padding."""
-    out: list[int] = []
-    for tok in ids:
-        if tok == tokenizer.eos_token_id:
-            break
-        if tok == tokenizer.pad_token_id and tokenizer.pad_token_id != tokenizer.eos_token_id:
-            continue
-        out.append(int(tok))
-    return out
-
-
-def decode_program(tokenizer, ids: Sequence[int]) -> str:
-    return tokenizer.decode(strip_special(tokenizer, ids), skip_special_tokens=True)

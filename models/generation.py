@@ -22,7 +22,7 @@ class GeneratedProgram:
     truncated: bool  # stopped by the length limit, not by EOS
 
 
-def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -58,7 +58,7 @@ def generate_programs(
             ids[i, : len(p)] = torch.tensor(list(p))
             mask[i, : len(p)] = 1
     else:
-        ids, mask = _left_pad(prompts, tokenizer.pad_token_id)
+        ids, mask = left_pad(prompts, tokenizer.pad_token_id)
     n = 1 if greedy else num_samples
     kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
     out = model.generate(

@@ -18,9 +18,10 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from sandbox.verdict import ProgramError, Verdict
+if TYPE_CHECKING:
+    from sandbox.verdict import ProgramError, Verdict
 
 Category = Literal["line", "whole", "ignore"]
 

@@ -7,53 +7,17 @@
 - Penalty on blamed tokens: ``flat`` = ``penalty`` (0.3, the released code); ``paper`` = ``penalty * T / B``
   with T the program's tokens and B the blamed ones.
 
-Settings come from ``configs.schema.RewardConfig`` or plain keyword values (`reward_settings`). Returns are
-numpy float32 arrays; the learner turns them into tensors.
+Settings come from ``configs.schema.RewardConfig``, checked once when the config is loaded (`configs.validate`).
+Returns are numpy float32 arrays; the learner turns them into tensors.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from configs.schema import RewardConfig
-
-BASELINES = ("greedy", "best", "group", "none")
-SCALES = ("flat", "paper")
-
-
-def reward_settings(cfg: Any = None, **overrides: Any) -> RewardConfig:
-    """A validated `RewardConfig` from a `RewardConfig`, a mapping, an object with the same attributes, or
-    None (defaults), with keyword ``overrides`` applied."""
-    if cfg is None:
-        values: dict[str, Any] = {}
-    elif isinstance(cfg, dict):
-        values = dict(cfg)
-    else:
-        values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RewardConfig) if hasattr(cfg, f.name)}
-    values.update(overrides)
-    known = {f.name for f in dataclasses.fields(RewardConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"reward settings: unknown key(s) {unknown}; known: {sorted(known)}")
-    settings = RewardConfig(**values)
-    if settings.baseline not in BASELINES:
-        raise ValueError(f"reward settings: baseline must be one of {BASELINES}, got {settings.baseline!r}")
-    if settings.fine_grained_scale not in SCALES:
-        raise ValueError(
-            f"reward settings: fine_grained_scale must be one of {SCALES}, got {settings.fine_grained_scale!r}"
-        )
-    cap = settings.baseline_cap
-    if cap is not None and (not isinstance(cap, (int, float)) or isinstance(cap, bool)):
-        raise ValueError(f"reward settings: baseline_cap must be a number or null, got {cap!r}")
-    for name in ("adaptive", "fine_grained"):
-        if not isinstance(getattr(settings, name), bool):
-            raise ValueError(f"reward settings: {name} must be true or false, got {getattr(settings, name)!r}")
-    if not isinstance(settings.penalty, (int, float)) or isinstance(settings.penalty, bool) or settings.penalty < 0:
-        raise ValueError(f"reward settings: penalty must be a number >= 0, got {settings.penalty!r}")
-    return settings
 
 
 def group_baselines(groups: Sequence[Any], rewards: Sequence[float]) -> list[float]:
@@ -85,8 +49,6 @@ class BaselineTracker:
     """
 
     def __init__(self, mode: str = "greedy"):
-        if mode not in BASELINES:
-            raise ValueError(f"baseline mode must be one of {BASELINES}, got {mode!r}")
         self.mode = mode
         self._greedy: dict[str, float] = {}
         self._best: dict[str, float] = {}
@@ -141,35 +103,8 @@ def penalty_per_token(mask: np.ndarray, settings: RewardConfig) -> float:
     return settings.penalty
 
 
-def token_returns(reward: float, baseline: float, mask: Sequence[float] | np.ndarray, cfg: Any = None,
-                  **overrides: Any) -> np.ndarray:
-    """``r_t = reward - baseline - penalty * mask_t`` for one program (float32, one entry per token)."""
-    settings = cfg if isinstance(cfg, RewardConfig) and not overrides else reward_settings(cfg, **overrides)
+def token_returns(reward: float, baseline: float, mask: Sequence[float] | np.ndarray, penalty: float) -> np.ndarray:
+    """``r_t = reward - baseline - penalty * mask_t`` for one program (float32, one entry per token): the one
+    implementation of RLTF's per-token return."""
     mask_array = np.asarray(mask, dtype=np.float32).reshape(-1)
-    returns = np.full(mask_array.shape, reward - baseline, dtype=np.float32)
-    return returns - np.float32(penalty_per_token(mask_array, settings)) * mask_array
-
-
-def batch_token_returns(rewards: Sequence[float], baselines: Sequence[float], masks: Sequence[Any],
-                        cfg: Any = None, **overrides: Any) -> list[np.ndarray]:
-    """`token_returns` for a batch of programs of different lengths (one array per program)."""
-    if not len(rewards) == len(baselines) == len(masks):
-        raise ValueError(
-            f"batch sizes differ: {len(rewards)} rewards, {len(baselines)} baselines, {len(masks)} masks"
-        )
-    settings = reward_settings(cfg, **overrides)
-    return [token_returns(r, b, m, settings) for r, b, m in zip(rewards, baselines, masks)]
-
-
-def pad_returns(
-    returns: Sequence[np.ndarray], width: int | None = None, pad: float = 0.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad a batch of per-token returns into (batch, width) plus a 0/1 validity mask of the same shape."""
-    width = max((len(r) for r in returns), default=0) if width is None else width
-    out = np.full((len(returns), width), pad, dtype=np.float32)
-    valid = np.zeros((len(returns), width), dtype=np.float32)
-    for row, values in enumerate(returns):
-        n = min(len(values), width)
-        out[row, :n] = values[:n]
-        valid[row, :n] = 1.0
-    return out, valid
+    return (np.float32(reward - baseline) - np.float32(penalty) * mask_array).astype(np.float32)

@@ -8,12 +8,12 @@ that error, with its explanation, to the caller, so a run stops instead of gradi
 """
 from __future__ import annotations
 
-import collections
 import logging
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from cluster.dispatch import dispatch
 from configs.schema import SandboxConfig
 from sandbox.isolation import SandboxUnavailable
 from sandbox.local_pool import default_num_workers, detach_grader_process, infra_error, run_job
@@ -118,36 +118,32 @@ class RaySandboxPool:
     def run(self, jobs: list[tuple[Problem, str]], use_grading_tests: bool = False) -> list[Verdict]:
         """Verdicts in job order."""
         results: list[Verdict | None] = [None] * len(jobs)
-        queue = collections.deque(
-            (list(range(i, min(i + self.batch_size, len(jobs)))), 1) for i in range(0, len(jobs), self.batch_size))
-        in_flight: dict = {}  # object ref -> (worker index, job indices, attempt)
-        idle = list(range(len(self.handles)))
-        while queue or in_flight:
-            while queue and idle:
-                worker = idle.pop()
-                indices, attempt = queue.popleft()
-                ref = self.handles[worker].run_batch.remote([jobs[i] for i in indices], use_grading_tests)
-                in_flight[ref] = (worker, indices, attempt)
-            done, _ = ray.wait(list(in_flight), num_returns=1)
-            worker, indices, attempt = in_flight.pop(done[0])
-            try:
-                verdicts = ray.get(done[0])
-            except Exception as exc:  # noqa: BLE001 - a failed batch is an infrastructure failure, never a verdict
-                unavailable = _unavailable(exc)
-                if unavailable is not None:
-                    raise unavailable from None
-                if isinstance(exc, _DEAD_ACTOR_ERRORS):
-                    log.warning("sandbox worker %d died (%s); replacing it", worker, type(exc).__name__)
-                    self._replace(worker)
-                else:
-                    log.error("sandbox batch failed on worker %d: %s", worker, exc)
-                if attempt == 1:
-                    queue.appendleft((indices, 2))
-                else:
-                    for i in indices:
-                        results[i] = infra_error(jobs[i][0], f"sandbox batch failed twice: {type(exc).__name__}")
+        batches = [(list(range(i, min(i + self.batch_size, len(jobs)))), 1) for i in range(0, len(jobs), self.batch_size)]
+
+        def submit(worker, batch):
+            return worker.run_batch.remote([jobs[i] for i in batch[0]], use_grading_tests)
+
+        def on_result(batch, verdicts):
+            for i, verdict in zip(batch[0], verdicts):
+                results[i] = verdict
+
+        def on_error(worker: int, batch, exc: Exception):
+            # A failed batch is an infrastructure failure, never a verdict: retried once, then infra_error; a worker
+            # that cannot isolate programs ends the run with its explanation.
+            unavailable = _unavailable(exc)
+            if unavailable is not None:
+                raise unavailable from None
+            if isinstance(exc, _DEAD_ACTOR_ERRORS):
+                log.warning("sandbox worker %d died (%s); replacing it", worker, type(exc).__name__)
+                self._replace(worker)
             else:
-                for i, verdict in zip(indices, verdicts):
-                    results[i] = verdict
-            idle.append(worker)
+                log.error("sandbox batch failed on worker %d: %s", worker, exc)
+            indices, attempt = batch
+            if attempt == 1:
+                return indices, 2
+            for i in indices:
+                results[i] = infra_error(jobs[i][0], f"sandbox batch failed twice: {type(exc).__name__}")
+            return None
+
+        dispatch(self.handles, batches, submit, on_result, on_error)
         return results  # type: ignore[return-value]

@@ -1,25 +1,29 @@
 """`load_problems`: one entry point from a local path, a dataset hub name or "synthetic" to a list of `Problem`s.
 
 Also detects a file's format, reads and writes the project's own JSONL of `Problem.to_dict()` (format "rltf"),
-and fails fast, in one sentence, when a hub dataset is asked for on a machine that cannot reach the hub.
+and fails fast, in one sentence, when a hub dataset is asked for on a machine that cannot reach the hub. A
+malformed record stops a load with an error naming it, or, with ``skip_invalid``, is left out and counted in the log.
 """
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import json
 import os
 import re
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
 from tasks import benchmarks
 from tasks.problem import Problem, TestSuite
-from tasks.records import ProblemFormatError, RecordReader, first_record, iter_records
+from tasks.records import (InvalidRecords, ProblemFormatError, RecordReader, first_record, iter_records,
+                           write_jsonl)
 
 FORMATS = ("mbpp", "mbpp-sanitized", "humaneval", "apps", "apps-dir", "synthetic", "rltf")
+# A new dataset: a loader ``(source, split) -> list[Problem]`` named here; ``--data.format=<name>`` (and ``launch.py
+# eval --format <name>``) then loads it, followed by the usual split and limit selection.
+LOADERS: dict[str, Callable[[str, str | None], list[Problem]]] = {}
 KNOWN_SPLITS: dict[str, tuple[str, ...]] = {
     "mbpp": benchmarks.MBPP_SPLITS,
     "mbpp-sanitized": benchmarks.MBPP_SPLITS,
@@ -37,6 +41,8 @@ HUB_DATASETS = {
     "codeparrot/apps": "apps",
 }
 TEST_KINDS = ("assert", "stdio", "call", "check")
+# One record to convert: where it is (file or problem directory, line) and the call that makes its Problem.
+Job = tuple[str | Path, int | None, Callable[[], Problem | None]]
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -44,17 +50,21 @@ class DatasetUnavailableError(RuntimeError):
 
 
 def load_problems(source: str, fmt: str | None = None, split: str | None = None,
-                  limit: int | None = None) -> list[Problem]:
+                  limit: int | None = None, skip_invalid: bool = False) -> list[Problem]:
     """Load problems from ``source``: a file, a directory, a dataset hub name, or ``synthetic[:options]``.
 
     ``fmt`` is one of `FORMATS`, or None to detect it from the file name / content. ``split`` keeps only the
     problems of that split (an unknown split, or one with no problems in the source, is an error). ``limit``
-    keeps the first N after the split filter.
+    keeps the first N after the split filter. A malformed record (or a second record with a problem id already
+    read) raises `ProblemFormatError` naming it; with ``skip_invalid`` it is left out, and the count and the first
+    few reasons go to the log.
     """
-    if fmt is not None and fmt not in FORMATS:
-        raise ValueError(f"unknown problem format {fmt!r}; known formats: {', '.join(FORMATS)}")
+    if fmt is not None and fmt not in FORMATS and fmt not in LOADERS:
+        raise ValueError(f"unknown problem format {fmt!r}; known formats: {', '.join([*FORMATS, *LOADERS])}")
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
+    if fmt in LOADERS:
+        return _select(LOADERS[fmt](source, split), source, fmt, split, limit)
     if split is not None and fmt in KNOWN_SPLITS and split not in KNOWN_SPLITS[fmt]:
         raise ValueError(f"format {fmt!r} has no split {split!r}; its splits: {', '.join(KNOWN_SPLITS[fmt])}")
 
@@ -66,10 +76,10 @@ def load_problems(source: str, fmt: str | None = None, split: str | None = None,
         problems = _load_synthetic(source)
     elif path.exists():
         fmt = fmt or detect_format(path)
-        problems = _load_path(path, fmt)
+        problems = _load_path(path, fmt, skip_invalid, split=split)
     elif source in HUB_DATASETS or (fmt in ("mbpp", "mbpp-sanitized", "humaneval", "apps") and _hub_like(source)):
         fmt = fmt or HUB_DATASETS[source]
-        problems = _load_hub(source, fmt, split)
+        problems = _load_hub(source, fmt, split, skip_invalid)
     else:
         raise FileNotFoundError(
             f"problem source {source!r} is neither an existing file or directory, nor 'synthetic', nor a known "
@@ -100,10 +110,11 @@ def detect_format(path: Path) -> str:
     """The format of a local file or directory, from its layout and its first record's fields."""
     path = Path(path)
     if path.is_dir():
-        if benchmarks.is_apps_problem_dir(path) or any(benchmarks.is_apps_problem_dir(c) for c in path.iterdir()):
+        if _apps_problem_dirs(path) or _apps_split_folders(path):
             return "apps-dir"
         raise ValueError(f"cannot detect the problem format of directory {path}: it is not in APPS's per-problem "
-                         f"layout (question.txt, input_output.json, ...); known formats: {', '.join(FORMATS)}")
+                         f"layout (question.txt, input_output.json, ..., in <id>/ folders, optionally under train/ "
+                         f"and test/); known formats: {', '.join(FORMATS)}")
     record = first_record(path)
     keys = set(record) if record else set()
     if {"problem_id", "source", "prompt", "tests"} <= keys:
@@ -137,27 +148,71 @@ ROW_CONVERTERS: dict[str, Callable[[RecordReader], Problem]] = {
 }
 
 
-def _load_path(path: Path, fmt: str, apps_split: str | None = None) -> list[Problem]:
-    if fmt == "apps-dir":
-        if not path.is_dir():
-            raise ValueError(f"format 'apps-dir' needs a directory, got file {path}")
-        split = apps_split or _apps_split_from_path(path)
-        dirs = [path] if benchmarks.is_apps_problem_dir(path) else sorted(
-            (c for c in path.iterdir() if benchmarks.is_apps_problem_dir(c)), key=lambda c: c.name)
-        return [p for p in (benchmarks.apps_dir_problem(d, split) for d in dirs) if p is not None]
-    if path.is_dir():
+def _apps_problem_dirs(folder: Path) -> list[Path]:
+    """The problem folders of one APPS split folder (or the folder itself when it is one problem)."""
+    if benchmarks.is_apps_problem_dir(folder):
+        return [folder]
+    return sorted((c for c in folder.iterdir() if benchmarks.is_apps_problem_dir(c)), key=lambda c: c.name)
+
+
+def _apps_split_folders(root: Path) -> dict[str, Path]:
+    """A whole APPS download (``APPS/train/<id>/``, ``APPS/test/<id>/``): its split folders that hold problems."""
+    folders = {c.name.lower(): c for c in root.iterdir() if c.is_dir() and c.name.lower() in benchmarks.APPS_SPLITS}
+    return {split: folders[split] for split in benchmarks.APPS_SPLITS
+            if split in folders and any(benchmarks.is_apps_problem_dir(c) for c in folders[split].iterdir())}
+
+
+def _load_path(path: Path, fmt: str, skip_invalid: bool = False, split: str | None = None,
+               apps_split: str | None = None) -> list[Problem]:
+    """The problems of a local file or folder. ``split`` lets an APPS root folder read only that split's folder
+    (the caller still filters); ``apps_split`` names the split of an APPS file or folder that does not say it."""
+    if fmt != "apps-dir" and path.is_dir():
         raise ValueError(f"format {fmt!r} needs a file, got directory {path}")
     if fmt == "synthetic":
         raise ValueError(f"format 'synthetic' is generated, not read from a file ({path}): use source 'synthetic'")
-    records = iter_records(path)
+    invalid = InvalidRecords(path, skip_invalid)
+    return _collect(_record_jobs(path, fmt, split, apps_split, invalid), invalid)
+
+
+def _record_jobs(path: Path, fmt: str, split: str | None, apps_split: str | None,
+                 invalid: InvalidRecords) -> Iterator[Job]:
+    if fmt == "apps-dir":
+        if not path.is_dir():
+            raise ValueError(f"format 'apps-dir' needs a directory, got file {path}")
+        problem_dirs = _apps_problem_dirs(path)
+        if problem_dirs:  # one split's folder, or one problem
+            folders = [(apps_split or _apps_split_from_path(path), problem_dirs)]
+        else:  # a whole download: train/ and test/
+            folders = [(s, _apps_problem_dirs(f)) for s, f in _apps_split_folders(path).items() if split in (None, s)]
+        for folder_split, dirs in folders:
+            for problem_dir in dirs:
+                yield problem_dir, None, partial(benchmarks.apps_dir_problem, problem_dir, folder_split)
+        return
     if fmt == "apps":
-        split = apps_split or _apps_split_from_path(path)
-        converted = (benchmarks.apps_problem(RecordReader(r, path, line), split) for line, r in records)
-        return [p for p in converted if p is not None]
-    if fmt == "rltf":
-        return [problem_from_record(RecordReader(r, path, line)) for line, r in records]
-    convert = ROW_CONVERTERS[fmt]
-    return [convert(RecordReader(r, path, line)) for line, r in records]
+        convert = partial(benchmarks.apps_problem, split=apps_split or _apps_split_from_path(path))
+    else:
+        convert = problem_from_record if fmt == "rltf" else ROW_CONVERTERS[fmt]
+    for line, record in iter_records(path, on_error=invalid.add):
+        yield path, line, partial(convert, RecordReader(record, path, line))
+
+
+def _collect(jobs: Iterable[Job], invalid: InvalidRecords) -> list[Problem]:
+    """Run the conversions; a malformed record, or a second one with an id already read, goes to ``invalid``.
+    None (an APPS problem without tests) is no error: there is just nothing to train or grade on."""
+    problems: list[Problem] = []
+    first_at: dict[str, str] = {}
+    for where, line, convert in jobs:
+        problem = invalid.convert(convert)
+        if problem is None:
+            continue
+        if problem.problem_id in first_at:
+            invalid.add(ProblemFormatError(where, f"problem id {problem.problem_id!r} again (first read at "
+                                                  f"{first_at[problem.problem_id]})", line))
+            continue
+        first_at[problem.problem_id] = f"{where}, line {line}" if line is not None else str(where)
+        problems.append(problem)
+    invalid.report(len(problems))
+    return problems
 
 
 def problem_from_record(reader: RecordReader) -> Problem:
@@ -189,13 +244,8 @@ def problem_from_record(reader: RecordReader) -> Problem:
 def write_problems(problems: Iterable[Problem], path: str | Path) -> Path:
     """Write problems as JSONL of ``Problem.to_dict()`` (gzip when the name ends in .gz); read back with
     ``load_problems(path)`` (format "rltf")."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "wt", encoding="utf-8") as handle:
-        for problem in problems:
-            handle.write(json.dumps(problem.to_dict(), ensure_ascii=False) + "\n")
-    return path
+    write_jsonl((problem.to_dict() for problem in problems), path)
+    return Path(path)
 
 
 def _load_synthetic(source: str) -> list[Problem]:
@@ -226,7 +276,7 @@ def _hub_unreachable_reason() -> str | None:
         return f"{parsed.hostname} cannot be reached ({exc.__class__.__name__})"
 
 
-def _load_hub(name: str, fmt: str, split: str | None) -> list[Problem]:
+def _load_hub(name: str, fmt: str, split: str | None, skip_invalid: bool) -> list[Problem]:
     reason = _hub_unreachable_reason()
     if reason is not None:
         raise DatasetUnavailableError(
@@ -234,8 +284,8 @@ def _load_hub(name: str, fmt: str, split: str | None) -> list[Problem]:
             f"path instead.")
     try:
         if fmt == "apps":
-            return _load_hub_apps(name, split)
-        return _load_hub_rows(name, fmt, split)
+            return _load_hub_apps(name, split, skip_invalid)
+        return _load_hub_rows(name, fmt, split, skip_invalid)
     except ProblemFormatError:
         raise
     # the hub libraries raise many types; the user needs one sentence
@@ -246,7 +296,7 @@ def _load_hub(name: str, fmt: str, split: str | None) -> list[Problem]:
         ) from None
 
 
-def _load_hub_rows(name: str, fmt: str, split: str | None) -> list[Problem]:
+def _load_hub_rows(name: str, fmt: str, split: str | None, skip_invalid: bool) -> list[Problem]:
     """MBPP and HumanEval through `datasets` (parquet on the hub); rows have the same fields as the files."""
     import datasets
 
@@ -258,17 +308,20 @@ def _load_hub_rows(name: str, fmt: str, split: str | None) -> list[Problem]:
     else:
         raise ValueError(f"format {fmt!r} cannot be loaded from the dataset hub")
     convert = ROW_CONVERTERS[fmt]
-    problems = []
-    for hub_split, rows in loaded.items():
-        if split is not None and hub_split != split and fmt != "humaneval":
-            continue
-        for index, row in enumerate(rows):
-            problems.append(convert(RecordReader(dict(row), f"{name} (hub split {hub_split})", index + 1)))
+
+    def jobs() -> Iterator[Job]:
+        for hub_split, rows in loaded.items():
+            if split is None or hub_split == split or fmt == "humaneval":
+                where = f"{name} (hub split {hub_split})"
+                for line, row in enumerate(rows, start=1):
+                    yield where, line, partial(convert, RecordReader(dict(row), where, line))
+
+    problems = _collect(jobs(), InvalidRecords(name, skip_invalid))
     problems.sort(key=lambda p: p.meta.get("task_id") if isinstance(p.meta.get("task_id"), int) else 0)
     return problems
 
 
-def _load_hub_apps(name: str, split: str | None) -> list[Problem]:
+def _load_hub_apps(name: str, split: str | None, skip_invalid: bool) -> list[Problem]:
     """APPS: the hub repository keeps one JSONL per split (its loading script is unsupported by datasets >= 4),
     read with the same code as a local file."""
     from huggingface_hub import hf_hub_download
@@ -276,5 +329,5 @@ def _load_hub_apps(name: str, split: str | None) -> list[Problem]:
     problems: list[Problem] = []
     for apps_split in ([split] if split else list(benchmarks.APPS_SPLITS)):
         local = hf_hub_download(repo_id=name, filename=f"{apps_split}.jsonl", repo_type="dataset")
-        problems.extend(_load_path(Path(local), "apps", apps_split=apps_split))
+        problems.extend(_load_path(Path(local), "apps", skip_invalid, apps_split=apps_split))
     return problems

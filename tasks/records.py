@@ -1,16 +1,23 @@
-"""Reading raw problem records from disk, and the error every loader raises for a malformed one.
+"""Reading raw records (problems, samples) from disk and writing JSONL, and the error every loader raises for a
+malformed record.
 
 Records come from JSONL (optionally gzip-compressed) or from a JSON list; each is yielded with the line it starts
-on, so that a bad row can be reported as "file, line N, field F". The small `field_*` helpers validate one field
-of one record and raise `ProblemFormatError` naming all three.
+on, so that a bad row can be reported as "file, line N, field F". `RecordReader` validates one field of one
+record and raises `ProblemFormatError` naming all three; `InvalidRecords` decides what a malformed record does to a
+load: stop it (the default), or be skipped, counted and logged (``skip_invalid``).
 """
 from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+import logging
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ProblemFormatError(ValueError):
@@ -45,15 +52,22 @@ def read_text(path: Path) -> str:
         raise ProblemFormatError(path, f"cannot read the file ({exc})") from exc
 
 
-def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _raise(error: ProblemFormatError) -> None:
+    raise error
+
+
+def iter_records(path: Path, on_error: Callable[[ProblemFormatError], None] = _raise
+                 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line, record)`` for every object in a JSONL file or a JSON list file.
 
-    A JSON list is walked item by item with ``raw_decode`` so each item keeps the line it starts on.
+    A JSONL line that is not a JSON object goes to ``on_error`` (which raises by default; `InvalidRecords.add`
+    may skip it instead). A JSON list is walked item by item with ``raw_decode`` so each item keeps the line it
+    starts on; a syntax error there ends the file, so it always raises.
     """
     text = read_text(path)
     stripped = text.lstrip()
     if stripped.startswith("["):
-        yield from _iter_json_list(path, text)
+        yield from _iter_json_list(path, text, on_error)
         return
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -61,13 +75,16 @@ def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ProblemFormatError(path, f"not valid JSON ({exc.msg} at column {exc.colno})", line_no) from exc
+            on_error(ProblemFormatError(path, f"not valid JSON ({exc.msg} at column {exc.colno})", line_no))
+            continue
         if not isinstance(record, dict):
-            raise ProblemFormatError(path, f"expected a JSON object, got {type(record).__name__}", line_no)
+            on_error(ProblemFormatError(path, f"expected a JSON object, got {type(record).__name__}", line_no))
+            continue
         yield line_no, record
 
 
-def _iter_json_list(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def _iter_json_list(path: Path, text: str, on_error: Callable[[ProblemFormatError], None]
+                    ) -> Iterator[tuple[int, dict[str, Any]]]:
     decoder = json.JSONDecoder()
     pos = text.index("[") + 1
     while True:
@@ -81,9 +98,10 @@ def _iter_json_list(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]
             record, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             raise ProblemFormatError(path, f"not valid JSON ({exc.msg})", exc.lineno) from exc
-        if not isinstance(record, dict):
-            raise ProblemFormatError(path, f"expected a JSON object, got {type(record).__name__}", line_no)
-        yield line_no, record
+        if isinstance(record, dict):
+            yield line_no, record
+        else:
+            on_error(ProblemFormatError(path, f"expected a JSON object, got {type(record).__name__}", line_no))
         pos = _skip_space(text, pos)
         if pos < len(text) and text[pos] == ",":
             pos += 1
@@ -95,14 +113,68 @@ def _skip_space(text: str, pos: int) -> int:
     return pos
 
 
+def write_jsonl(rows: Iterable[Mapping[str, Any]], out: str | Path) -> int:
+    """Write rows as JSONL to a file (gzip when its name ends in .gz; folders made as needed) or to standard output
+    (``"-"``); returns how many."""
+    if str(out) == "-":
+        return _write_lines(rows, sys.stdout)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "wt", encoding="utf-8") as handle:
+        return _write_lines(rows, handle)
+
+
+def _write_lines(rows: Iterable[Mapping[str, Any]], handle) -> int:
+    count = 0
+    for row in rows:
+        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
 def first_record(path: Path) -> dict[str, Any] | None:
-    """The first record of a file, for format detection; None when the file has none or is not JSON."""
+    """The first record of a file, for format detection (lines that are not JSON objects are passed over: the load
+    itself reports them); None when the file has none or is not JSON."""
     try:
-        for _, record in iter_records(path):
+        for _, record in iter_records(path, on_error=lambda error: None):
             return record
     except ProblemFormatError:
         return None
     return None
+
+
+class InvalidRecords:
+    """What malformed records do to one load. Strict (the default): the first one stops the load, its error naming
+    the record. ``skip``: each is left out and counted, and `report` logs the count with the first few reasons."""
+
+    SHOWN = 3
+    HINT = " (data.skip_invalid: true skips malformed records)"
+
+    def __init__(self, source: str | Path, skip: bool = False):
+        self.source = str(source)
+        self.skip = skip
+        self.errors: list[ProblemFormatError] = []
+
+    def add(self, error: ProblemFormatError) -> None:
+        if not self.skip:
+            raise ProblemFormatError(error.where, error.detail + self.HINT, error.line, error.field) from None
+        self.errors.append(error)
+
+    def convert(self, convert: Callable[..., T], *args: Any) -> T | None:
+        """``convert(*args)``, or None when it raises `ProblemFormatError` and malformed records are skipped."""
+        try:
+            return convert(*args)
+        except ProblemFormatError as error:
+            self.add(error)
+            return None
+
+    def report(self, kept: int) -> None:
+        if self.errors:
+            reasons = "; ".join(str(e) for e in self.errors[: self.SHOWN])
+            more = f"; and {len(self.errors) - self.SHOWN} more" if len(self.errors) > self.SHOWN else ""
+            log.warning("%s: skipped %d malformed record(s), kept %d (data.skip_invalid): %s%s",
+                        self.source, len(self.errors), kept, reasons, more)
 
 
 class RecordReader:

@@ -6,8 +6,8 @@ import asyncio
 import pytest
 
 from actors.buffer import OnlineBuffer
-from actors.types import Trajectory
 from configs.schema import BufferConfig
+from rewards.trajectory import Trajectory
 
 
 def traj(i: int, version: int = 0, outcome: str = "failed") -> Trajectory:
@@ -27,7 +27,7 @@ def test_min_fill_then_random_disjoint_shards():
         shards = await buf.sample(4, 2)
         ids = [t.problem_id for s in shards for t in s]
         assert [len(s) for s in shards] == [4, 4] and len(set(ids)) == 8
-        assert buf.stats()["unread"] == 2
+        assert buf.stats().unread == 2
     run(go())
 
 
@@ -37,7 +37,7 @@ def test_fifo_evicts_oldest_and_counts_unread_evictions():
         await buf.put([traj(i) for i in range(8)])
         assert buf.sequence_numbers() == [3, 4, 5, 6, 7]
         stats = buf.stats()
-        assert stats["evicted"] == 3 and stats["evicted_unread"] == 3 and stats["size"] == 5
+        assert stats.evicted == 3 and stats.evicted_unread == 3 and stats.size == 5
     run(go())
 
 
@@ -50,7 +50,7 @@ def test_back_pressure_blocks_until_learner_reads():
         assert not blocked.done(), "put must wait while the learner has not read what would be evicted"
         await buf.sample(2, 1)  # the learner reads two -> room for two more
         assert await asyncio.wait_for(blocked, 1.0) == 2
-        assert buf.stats()["evicted_unread"] == 0
+        assert buf.stats().evicted_unread == 0
     run(go())
 
 
@@ -85,8 +85,8 @@ def test_staleness_and_outcome_mix():
         buf = OnlineBuffer(BufferConfig(capacity=10, min_fill=1))
         await buf.put([traj(0, version=1, outcome="passed"), traj(1, version=3)])
         stats = buf.stats(learner_version=4)
-        assert stats["staleness_mean"] == 2.0 and stats["staleness_max"] == 3
-        assert stats["outcomes"] == {"passed": 1, "failed": 1}
+        assert stats.staleness_mean == 2.0 and stats.staleness_max == 3
+        assert stats.outcomes == {"passed": 1, "failed": 1}
     run(go())
 
 
@@ -104,7 +104,7 @@ def test_restart_loses_nothing_acknowledged(tmp_path, snapshot_between):
         # No close(): the process dies here. A new buffer on the same directory sees every acknowledged put.
         again = OnlineBuffer(cfg, str(tmp_path))
         assert again.sequence_numbers() == before == list(range(12))
-        assert again.stats()["accepted"] == 12
+        assert again.stats().accepted == 12
     run(go())
 
 
@@ -127,5 +127,5 @@ def test_retried_put_is_stored_once_even_across_restart(tmp_path):
         assert await buf.put([traj(0), traj(1)], batch_id="b1") == 2  # acknowledged again, not stored again
         again = OnlineBuffer(cfg, str(tmp_path))  # the buffer died; Ray retries the same put on the new one
         assert await again.put([traj(0), traj(1)], batch_id="b1") == 2
-        assert again.sequence_numbers() == [0, 1] and again.stats()["accepted"] == 2
+        assert again.sequence_numbers() == [0, 1] and again.stats().accepted == 2
     run(go())

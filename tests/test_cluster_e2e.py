@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.test_metrics import promised_metrics
 
 pytestmark = pytest.mark.slow
 RUN = "e2e"
@@ -170,13 +171,16 @@ def test_job_submit_scale_metrics_and_faults(cluster):
         control(cluster, "scale", "--sandbox-workers", "1")
         wait_until(lambda: len(alive(cluster, "SandboxWorker")) == 1, 120, "back to one sandbox worker")
 
+        # Every metric that cluster/metrics.py, the dashboard or the README names has a sample on the endpoint.
+        promised, seen = promised_metrics(), set()
+
         def project_metrics():
             with urllib.request.urlopen(f"http://127.0.0.1:{cluster['metrics']}/metrics", timeout=10) as resp:
                 text = resp.read().decode()
-            names = set(re.findall(r"^(ray_rltf_\w+?)(?:_bucket|_count|_sum)?\{", text, re.M))
-            return names if {"ray_rltf_samples_total", "ray_rltf_programs_total", "ray_rltf_learner_step",
-                             "ray_rltf_buffer_size", "ray_rltf_weight_sync_seconds"} <= names else None
-        wait_until(project_metrics, 90, "the project's metrics on the metrics endpoint")
+            seen.update(re.findall(r"^(ray_rltf_\w+?)(?:_bucket|_count|_sum)?\{", text, re.M))
+            assert promised <= seen, f"missing: {sorted(promised - seen)}"
+            return True
+        wait_until(project_metrics, 120, "every project metric on the metrics endpoint")
 
         before = status(cluster)["buffer"]["accepted"]
         sampler_pid = alive(cluster, "Sampler")[0]["pid"]

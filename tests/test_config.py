@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from configs import ConfigError, deepspeed_config_path, load_config, presets, save_config
+from configs import (
+    ConfigError,
+    deepspeed_config_path,
+    load_config,
+    presets,
+    save_config,
+)
 from configs.schema import Config
 
 
@@ -48,12 +54,23 @@ def test_overrides_apply_with_types():
         ("--learner.checkpoint_every_s=-1", "learner.checkpoint_every_s"),
         ("--run.max_wall_s=-5", "run.max_wall_s"),
         ("--learner.online=maybe", "learner.online"),
+        ("--reward.fine_grained_scale=log", "reward.fine_grained_scale"),
+        ("--reward.penalti=0.3", "reward.penalti"),
+        ("--reward.penalty=-1", "reward.penalty"),
+        ("--reward.function=mean", "reward.function"),
         ("learner.lr", "learner.lr"),
     ],
 )
 def test_bad_overrides_name_the_key(override, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         load_config("smoke", [override])
+
+
+def test_a_baseline_that_needs_greedy_decodes_needs_them_on():
+    for baseline in ("greedy", "best"):
+        with pytest.raises(ConfigError, match="reward.baseline: .* sampler.greedy_baseline is false"):
+            load_config("smoke", [f"--reward.baseline={baseline}", "--sampler.greedy_baseline=false"])
+    assert load_config("smoke", ["--reward.baseline=group", "--sampler.greedy_baseline=false"])
 
 
 def test_unknown_preset_and_file(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import launch
-from actors.evaluate import GREEDY_NOTE, evaluate
+from evaluation.evaluate import GREEDY_NOTE, evaluate
 from models import ensure_tiny
 from tasks import load_problems
 
@@ -23,9 +23,14 @@ def _rows(path: Path) -> list[dict]:
 
 
 def test_greedy_eval_of_a_train_run_dir_uses_its_latest_checkpoint(tmp_path):
+    from learner.checkpoints import CheckpointState, RunCheckpoints
+
     run = tmp_path / "run"
-    shutil.copytree(ensure_tiny("tiny:gpt2"), run / "checkpoints" / "step_000012" / "hf")
-    (run / "checkpoints" / "step_000004" / "hf").mkdir(parents=True)  # older and incomplete: must not be chosen
+    checkpoints = RunCheckpoints(run)
+    latest = checkpoints.begin(12)
+    shutil.copytree(ensure_tiny("tiny:gpt2"), latest.hf_dir)
+    checkpoints.commit(latest, CheckpointState(12, 3, "rl", 1.0))
+    checkpoints.begin(4).hf_dir.mkdir()  # older and incomplete: must not be chosen
     problems = load_problems("synthetic", split="heldout", limit=3)
     result = evaluate(str(run), problems, n=5, ks=(1, 5), temperature=0, samplers=0, workers=1, max_new_tokens=16,
                       show_progress=False)

@@ -7,11 +7,13 @@ from fractions import Fraction
 
 import pytest
 
-from actors.evaluate import EvalError, resolve_model, summarise
-from actors.pass_at_k import markdown_table, parse_ks, pass_at_k, report, tally
+from evaluation.evaluate import EvalError, resolve_model, summarise
+from evaluation.pass_at_k import markdown_table, parse_ks, pass_at_k, report, tally
 from sandbox.verdict import Verdict
 from tasks.problem import Problem
-from tasks.problem import TestSuite as Suite  # aliased: pytest would try to collect a class named Test*
+from tasks.problem import (
+    TestSuite as Suite,  # aliased: pytest would try to collect a class named Test*
+)
 
 
 def _by_enumeration(n: int, c: int, k: int) -> float:
@@ -114,10 +116,17 @@ def test_k_above_every_n_is_unavailable_not_computed():
 
 
 def test_resolve_model_finds_the_latest_checkpoint_of_a_run_dir(tmp_path):
+    from learner.checkpoints import CheckpointState, RunCheckpoints
+
     run = tmp_path / "run"
-    for step in ("step_000009", "step_000040", "step_000100"):
-        (run / "checkpoints" / step / "hf").mkdir(parents=True)
-        (run / "checkpoints" / step / "hf" / "config.json").write_text("{}")
+    checkpoints = RunCheckpoints(run)
+    for step in (9, 40, 100, 120):
+        checkpoint = checkpoints.begin(step)
+        checkpoint.hf_dir.mkdir()
+        (checkpoint.hf_dir / "config.json").write_text("{}")
+        if step != 120:  # step 120 is still being written (no state.json): never chosen
+            checkpoints.commit(checkpoint, CheckpointState(step, 1, "rl", 0.0))
+    assert [c.step for c in checkpoints.all()] == [9, 40, 100] and checkpoints.latest().state().step == 100
     assert resolve_model(str(run)) == str(run / "checkpoints" / "step_000100" / "hf")
     assert resolve_model(str(run / "checkpoints" / "step_000040")) == str(run / "checkpoints" / "step_000040" / "hf")
     hf = run / "checkpoints" / "step_000009" / "hf"

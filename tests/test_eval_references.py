@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.evaluate import EvalResult, grade, summarise, write_outputs
 from configs.schema import SandboxConfig
+from evaluation.command import write_outputs
+from evaluation.evaluate import EvalResult, grade, summarise
 from sandbox import LocalSandboxPool
 from tasks import load_problems
 

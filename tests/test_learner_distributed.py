@@ -7,8 +7,9 @@ import random
 import pytest
 import torch
 
-from actors.types import Trajectory
+from cluster.connect import init_ray
 from configs import load_config
+from rewards.trajectory import Trajectory
 
 ray = pytest.importorskip("ray")
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=4, include_dashboard=False, namespace="test-learner", log_to_driver=False)
+    init_ray(None, "test-learner", num_cpus=4, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -52,14 +52,16 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen, log: Path):
 
 
 def kill_sampler(run_dir: Path, name: str) -> int:
-    """SIGKILL the sampler's process, found by its actor name through a second Ray driver."""
-    import ray
-
-    ray.init(address=(run_dir / "ray_address").read_text().strip(), namespace="rltf", log_to_driver=False)
-    try:
-        pid = ray.get(ray.get_actor(name).status.remote(), timeout=30)["extra"]["pid"]
-    finally:
-        ray.shutdown()
+    """SIGKILL the sampler's process, found by its actor name through a second Ray driver. That driver runs in a
+    process of its own: joining a cluster by address sends the cluster's token only when RAY_AUTH_MODE=token is
+    set before Ray loads (Ray 2.60 token authentication)."""
+    script = ("import ray, sys; ray.init(address=sys.argv[1], namespace='rltf', log_to_driver=False); "
+              "print(ray.get(ray.get_actor(sys.argv[2]).status.remote(), timeout=30).pid)")
+    address = (run_dir / "ray_address").read_text().strip()
+    out = subprocess.run([sys.executable, "-c", script, address, name], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=180, env={**os.environ, "RAY_AUTH_MODE": "token"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    pid = int(out.stdout.strip().splitlines()[-1])
     os.kill(pid, signal.SIGKILL)
     return pid
 

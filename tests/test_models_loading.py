@@ -139,6 +139,27 @@ def test_round_trip_build_save_load_generate(tiny_dirs, preset, seq2seq, model_t
         assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
 
 
+@pytest.mark.parametrize("preset", ["tiny-t5", "tiny-gpt2"])
+def test_hf_backend_generates_with_logprobs_and_takes_new_weights(tiny_dirs, preset):
+    """The generation backend interface on today's HF path: programs with one behaviour log-prob per token, and
+    `load_weights` changes what the backend runs (the published weights of another seed)."""
+    from models import load_backend
+
+    backend = load_backend("hf", str(tiny_dirs[preset]))
+    prompts = [backend.encode_prompt("def add(a, b):\n", 32), backend.encode_prompt("def rev(xs):\n", 32)]
+    torch.manual_seed(0)
+    sampled = backend.generate(prompts, num_samples=3, max_new_tokens=8, temperature=1.0, top_p=0.95)
+    assert [p.prompt_index for p in sampled] == [0, 0, 0, 1, 1, 1]
+    assert all(len(p.token_ids) == len(p.logprobs) > 0 and max(p.logprobs) <= 0.0 for p in sampled)
+    before = backend.generate(prompts, num_samples=1, max_new_tokens=8, greedy=True)
+    other = load_policy(str(build_tiny(preset, tiny_dirs[preset].parent / f"{preset}-seed7", seed=7))).model
+    backend.load_weights(other.state_dict())
+    after = backend.generate(prompts, num_samples=1, max_new_tokens=8, greedy=True)
+    assert [p.logprobs for p in after] != [p.logprobs for p in before]
+    with pytest.raises(ValueError, match="unknown generation backend 'vllm'"):
+        load_backend("vllm", str(tiny_dirs[preset]))
+
+
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path, tiny_dirs):
     first = load_policy(str(tiny_dirs["tiny-t5"])).model.state_dict()
     rebuilt = load_policy(str(build_tiny("t5", tmp_path / "same", seed=0))).model.state_dict()

@@ -7,15 +7,16 @@ import pytest
 
 from configs.schema import RewardConfig
 from rewards import (
+    REWARD_FUNCTIONS,
     BaselineTracker,
+    BatchScorer,
+    GradedSample,
     NoRewardError,
     adaptive_reward,
-    batch_token_returns,
     classify,
     coarse_reward,
     group_baselines,
-    pad_returns,
-    reward_settings,
+    penalty_per_token,
     score,
     score_program,
     token_returns,
@@ -137,40 +138,37 @@ def test_missing_module_without_a_frame_is_found_by_its_import_statement():
 # --------------------------------------------------------------------------------------------------- returns
 
 
+def returns_of(reward, baseline, mask, cfg=RewardConfig()):
+    mask = np.asarray(mask, dtype=np.float32)
+    return token_returns(reward, baseline, mask, penalty_per_token(mask, cfg))
+
+
 def test_token_returns_hand_computed():
     mask = [0, 1, 1, 0, 0]
     # flat: r_t = R - b - 0.3 * mask_t
-    assert np.allclose(token_returns(-0.6, 0.2, mask), [-0.8, -1.1, -1.1, -0.8, -0.8])
+    assert np.allclose(returns_of(-0.6, 0.2, mask), [-0.8, -1.1, -1.1, -0.8, -0.8])
     # paper: the penalty is scaled by T / blamed = 5 / 2
-    assert np.allclose(token_returns(-0.6, 0.2, mask, fine_grained_scale="paper"), [-0.8, -1.55, -1.55, -0.8, -0.8])
+    assert np.allclose(returns_of(-0.6, 0.2, mask, RewardConfig(fine_grained_scale="paper")),
+                       [-0.8, -1.55, -1.55, -0.8, -0.8])
     # fine-grained off: no penalty at all; a custom penalty scales the blamed tokens only
-    assert np.allclose(token_returns(-0.6, 0.2, mask, fine_grained=False), [-0.8] * 5)
-    assert np.allclose(token_returns(1.0, 0.0, mask, penalty=0.5), [1.0, 0.5, 0.5, 1.0, 1.0])
+    assert np.allclose(returns_of(-0.6, 0.2, mask, RewardConfig(fine_grained=False)), [-0.8] * 5)
+    assert np.allclose(returns_of(1.0, 0.0, mask, RewardConfig(penalty=0.5)), [1.0, 0.5, 0.5, 1.0, 1.0])
     # whole program blamed: paper and flat agree (T / T = 1)
-    assert np.allclose(token_returns(-0.6, -0.3, [1, 1, 1], RewardConfig(fine_grained_scale="paper")), [-0.6] * 3)
-    assert token_returns(1.0, 0.0, []).shape == (0,)
+    assert np.allclose(returns_of(-0.6, -0.3, [1, 1, 1], RewardConfig(fine_grained_scale="paper")), [-0.6] * 3)
+    assert returns_of(1.0, 0.0, []).shape == (0,) and returns_of(1.0, 0.0, [0, 1]).dtype == np.float32
 
 
-def test_batch_returns_shapes_baselines_and_padding():
+def test_greedy_baseline_remembers_the_latest_greedy_decode_per_problem():
     tracker = BaselineTracker("greedy")
     tracker.observe_greedy("a", -0.3)
     tracker.observe_sample("a", 1.0)  # a sample: not the greedy baseline
     tracker.observe_greedy("b", -1.0)
     tracker.observe_greedy("b", -0.6)  # the latest greedy decode wins
     assert (tracker.baseline("a"), tracker.baseline("b"), tracker.baseline("c")) == (-0.3, -0.6, 0.0)
-    rewards = [1.0, -0.6, -1.0]
-    baselines = [tracker.baseline(p) for p in ("a", "b", "c")]
-    masks = [np.zeros(4), np.array([0, 0, 1]), np.ones(2)]
-    out = batch_token_returns(rewards, baselines, masks, RewardConfig())
-    assert [r.shape for r in out] == [(4,), (3,), (2,)] and all(r.dtype == np.float32 for r in out)
-    assert np.allclose(out[0], [1.3] * 4)
-    assert np.allclose(out[1], [0.0, 0.0, -0.3])
-    assert np.allclose(out[2], [-1.3, -1.3])
-    padded, valid = pad_returns(out)
-    assert padded.shape == valid.shape == (3, 4)
-    assert valid.sum(axis=1).tolist() == [4, 3, 2] and padded[2, 2:].tolist() == [0.0, 0.0]
-    with pytest.raises(ValueError, match="batch sizes differ"):
-        batch_token_returns(rewards, baselines[:2], masks)
+    out = [returns_of(r, tracker.baseline(p), m) for r, p, m in
+           zip([1.0, -0.6, -1.0], "abc", [np.zeros(4), np.array([0, 0, 1]), np.ones(2)])]
+    assert [r.shape for r in out] == [(4,), (3,), (2,)]
+    assert np.allclose(out[0], [1.3] * 4) and np.allclose(out[1], [0.0, 0.0, -0.3]) and np.allclose(out[2], [-1.3, -1.3])
 
 
 def test_best_and_none_baselines():
@@ -184,8 +182,6 @@ def test_best_and_none_baselines():
     none = BaselineTracker("none")
     none.observe("p", 1.0, greedy=True)
     assert none.baseline("p") == 0.0
-    with pytest.raises(ValueError, match="baseline mode"):
-        BaselineTracker("mean")
 
 
 def test_group_baselines_are_the_mean_of_the_other_samples_of_the_same_problem():
@@ -202,15 +198,53 @@ def test_group_baselines_are_the_mean_of_the_other_samples_of_the_same_problem()
         group_baselines(["a", "b"], [1.0, 0.0, 0.0])
 
 
-def test_reward_settings_accept_dataclass_mapping_keywords_and_name_bad_values():
-    assert reward_settings(RewardConfig(baseline="best")).baseline == "best"
-    assert reward_settings({"penalty": 0.5}, adaptive=False) == RewardConfig(penalty=0.5, adaptive=False)
-    with pytest.raises(ValueError, match="fine_grained_scale must be one of"):
-        reward_settings(fine_grained_scale="log")
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['penalti'\]"):
-        reward_settings({"penalti": 0.3})
-    with pytest.raises(ValueError, match="penalty must be a number"):
-        reward_settings(penalty=-1)
+class Tokens:
+    """A tokenizer of one id per character (enough for scoring without a fine-grained mask)."""
+
+    all_special_ids: list = []
+
+
+def graded(problem_id, outcome, group, passed=0, run=4, text="x = 1\n"):
+    from types import SimpleNamespace
+
+    program = SimpleNamespace(text=text, token_ids=list(range(len(text))), logprobs=[-1.0] * len(text),
+                              truncated=False)
+    return GradedSample(SimpleNamespace(problem_id=problem_id, program_prefix=""), [7], program,
+                        verdict(outcome, run=run, passed=passed), group=group)
+
+
+def test_batch_scorer_turns_a_batch_of_verdicts_into_trajectories():
+    cfg = RewardConfig(baseline="group", baseline_cap=0.0, adaptive=False, fine_grained=False)
+    samples = [graded("a", "passed", 0, passed=4), graded("a", "failed", 0), graded("b", "failed", 1),
+               graded("b", "failed", 1), graded("b", "infra_error", 1)]
+    batch = BatchScorer(cfg, Tokens()).score_batch(samples, policy_version=3, sampler_id="s")
+    assert (batch.scored, batch.passed, batch.reward_sum) == (4, 1, pytest.approx(1.0 - 0.9))
+    assert [t.problem_id for t in batch.trajectories] == ["a", "a", "b", "b"]  # the infra error has no reward
+    # group baseline (the other sample of the problem), capped at 0: the pass keeps +1, its failing peer -0.3
+    assert [t.baseline_reward for t in batch.trajectories] == pytest.approx([-0.3, 0.0, -0.3, -0.3])
+    assert [t.returns[0] for t in batch.trajectories] == pytest.approx([1.3, -0.3, 0.0, 0.0])
+    assert {(t.policy_version, t.sampler_id, len(t.returns)) for t in batch.trajectories} == {(3, "s", 6)}
+    skipping = BatchScorer(cfg, Tokens(), skip_zero_returns=True).score_batch(samples)
+    assert [t.problem_id for t in skipping.trajectories] == ["a", "a"] and skipping.scored == 4
+
+
+def test_greedy_decodes_feed_the_greedy_baseline_only_when_it_is_chosen():
+    greedy = [graded("a", "failed", 0, passed=2)]
+    scorer = BatchScorer(RewardConfig(baseline="greedy"), Tokens())
+    assert scorer.needs_greedy
+    batch = scorer.score_batch([graded("a", "passed", 0, passed=4)], greedy)
+    assert batch.trajectories[0].baseline_reward == pytest.approx(-0.3 + 1.3 * 0.5)
+    assert not BatchScorer(RewardConfig(baseline="group"), Tokens()).needs_greedy
+
+
+def test_a_named_outcome_reward_is_chosen_by_reward_function(monkeypatch):
+    cfg = RewardConfig(function="strict")
+    with pytest.raises(ValueError, match="no outcome reward named 'strict'"):
+        BatchScorer(cfg, Tokens()).score_batch([graded("a", "failed", 0)])
+    monkeypatch.setitem(REWARD_FUNCTIONS, "strict", lambda v: 2.0 if v.outcome == "passed" else -2.0)
+    assert BatchScorer(cfg, Tokens()).score_batch([graded("a", "failed", 0, passed=3)]).trajectories[0].reward == -2.0
+    coarse = BatchScorer(RewardConfig(function="coarse", adaptive=True), Tokens())  # the name wins over the flag
+    assert coarse.score_batch([graded("a", "failed", 0, passed=3)]).trajectories[0].reward == -0.3
 
 
 # ----------------------------------------------------------------------------------------------------- score
@@ -233,7 +267,7 @@ def test_score_combines_reward_blame_mask_and_returns():
     paper = score(v, program, ids, tok, RewardConfig(fine_grained_scale="paper"))
     assert paper.penalty == pytest.approx(0.3 * len(ids) / len(line))
     assert np.allclose(paper.returns()[paper.mask == 1], -0.6 - 0.3 * len(ids) / len(line))
-    off = score(v, program, ids, tok, {"fine_grained": False})
+    off = score(v, program, ids, tok, RewardConfig(fine_grained=False))
     assert off.category == "line" and off.mask.sum() == 0 and np.allclose(off.returns(0.4), -1.0)
 
     failed = verdict("failed", run=4, passed=3)

@@ -53,7 +53,14 @@ def bpe_with_added_whitespace():
 @pytest.fixture(scope="module")
 def wordpiece():
     """A fast tokenizer that is not byte-level (offsets come from the tokenizer itself)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-import models.generation
 from actors.sampler import Sampler
 from configs import load_config
 from models.generation import GeneratedProgram
@@ -19,10 +18,13 @@ PASSING = [(True, False, False, False), (True, True, True, True), (False, False,
 
 
 @pytest.fixture
-def scripted(monkeypatch):
-    problems = load_problems("synthetic", split="train", limit=3)
+def scripted():
+    return load_problems("synthetic", split="train", limit=3)
 
-    def generate(model, tokenizer, prompts, *, num_samples, greedy=False, **_):
+
+def scripted_generate(problems, tokenizer):
+    """A generation backend's `generate` that writes each problem's reference or a broken copy of it."""
+    def generate(prompts, *, num_samples, greedy=False, **_):
         out = []
         for i, problem in enumerate(problems[: len(prompts)]):
             reference = problem.solutions[0][len(problem.program_prefix):]
@@ -33,9 +35,7 @@ def scripted(monkeypatch):
                 ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
                 out.append(GeneratedProgram(i, ids, [-0.5] * len(ids), text, False))
         return out
-
-    monkeypatch.setattr(models.generation, "generate_programs", generate)
-    return problems
+    return generate
 
 
 def make_sampler(tmp_path, problems, *extra: str) -> tuple[Sampler, list[int]]:
@@ -46,6 +46,7 @@ def make_sampler(tmp_path, problems, *extra: str) -> tuple[Sampler, list[int]]:
     run = pool.run
     pool.run = lambda jobs, **kw: graded.append(len(jobs)) or run(jobs, **kw)
     sampler = Sampler(cfg, "test", problems, None, pool, None)
+    sampler.backend.generate = scripted_generate(problems, sampler.backend.tokenizer)
     sampler.order["all"] = [2, 1, 0]  # popped from the end
     return sampler, graded
 
@@ -71,7 +72,7 @@ def test_skip_zero_returns_leaves_out_problems_whose_samples_all_scored_the_same
     trajectories = sampler.sample_batch()
     assert {t.problem_id for t in trajectories} == {scripted[0].problem_id}  # the only mixed group
     assert len(trajectories) == SAMPLES and all(any(t.returns) for t in trajectories)
-    assert sampler.status()["samples"] == len(scripted) * SAMPLES  # statistics still count every program
+    assert sampler.status().samples == len(scripted) * SAMPLES  # statistics still count every program
 
 
 def test_greedy_baseline_grades_one_greedy_decode_per_problem(tmp_path, scripted):

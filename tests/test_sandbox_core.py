@@ -11,7 +11,9 @@ import pytest
 from configs.schema import SandboxConfig
 from sandbox import ForkServer, LocalSandboxPool, compare, run_program, wire
 from tasks.problem import Problem
-from tasks.problem import TestSuite as Suite  # aliased: pytest would try to collect Test*
+from tasks.problem import (
+    TestSuite as Suite,  # aliased: pytest would try to collect Test*
+)
 
 LIMITS = SandboxConfig(test_timeout_s=1.0, program_timeout_s=2.5, memory_mb=512)
 

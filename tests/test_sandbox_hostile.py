@@ -21,7 +21,9 @@ from test_sandbox_hostile_programs import CHEATS, ESCAPES_AND_BOMBS, STDIO_CHEAT
 from configs.schema import SandboxConfig
 from sandbox import ForkServer
 from tasks.problem import Problem
-from tasks.problem import TestSuite as Suite  # aliased: pytest would try to collect Test*
+from tasks.problem import (
+    TestSuite as Suite,  # aliased: pytest would try to collect Test*
+)
 
 LIMITS = SandboxConfig(test_timeout_s=1.0, program_timeout_s=3.0, memory_mb=512, max_output_bytes=1 << 16,
                        max_file_bytes=1 << 16)

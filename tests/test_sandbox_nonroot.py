@@ -51,6 +51,8 @@ from tasks.problem import (
 
 REPO = Path(__file__).resolve().parent.parent
 USER = "rltf-sandbox"
+EXECUTE = ("import argparse, sys\nfrom sandbox import cli\nparser = argparse.ArgumentParser()\ncli.add_arguments(parser)\n"
+           "sys.exit(cli.run(parser.parse_args()))\n")
 TOKEN = uuid.uuid4().hex
 
 
@@ -184,7 +186,8 @@ def test_execute_as_an_ordinary_user_records_the_isolation_and_auto_never_falls_
     picked = [a for a in ATTACKS if a.threat in ("values", "names")][:6]
     problems.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in targets.values()))
     samples.write_text(samples_jsonl(picked, targets, TOKEN))
-    command = [python, str(REPO / "launch.py"), "execute", "--problems", str(problems), "--samples", str(samples)]
+    # `launch.py execute`'s own module: the user's Python here may lack the training stack launch.py also loads.
+    command = [python, "-c", EXECUTE, "--problems", str(problems), "--samples", str(samples)]
     result = _as_user(user, command, work, 300)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]

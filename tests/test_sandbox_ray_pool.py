@@ -6,6 +6,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from cluster.connect import init_ray  # noqa: E402
 from configs.schema import SandboxConfig  # noqa: E402
 from sandbox.pool import RaySandboxPool, SandboxWorker, create_sandbox_workers  # noqa: E402
 from tasks.problem import Problem  # noqa: E402
@@ -19,7 +20,7 @@ GOOD, BAD = "def add(a, b):\n    return a + b\n", "def add(a, b):\n    return 0\
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=2, include_dashboard=False, namespace="sandbox-test", log_to_driver=False)
+    init_ray(None, "sandbox-test", num_cpus=2, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 
 import tasks
-from tasks import DatasetUnavailableError, ProblemFormatError, load_problems, write_problems
+from tasks import (
+    DatasetUnavailableError,
+    ProblemFormatError,
+    load_problems,
+    write_problems,
+)
 
 
 def _jsonl(path: Path) -> list[dict]:

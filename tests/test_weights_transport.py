@@ -1,4 +1,4 @@
-"""Weight transports end to end on a real local Ray: a sender actor (learner rank 0's role) publishes a tiny torch
+"""Weight-sync strategies end to end on a real local Ray: a sender actor (learner rank 0's role) publishes a tiny torch
 model's weights and receiver actors (the samplers' role) load them between "batches", for both the object store
 and the collective broadcast; plus a membership change and a receiver that dies mid-run.
 """
@@ -12,10 +12,15 @@ import torch
 
 ray = pytest.importorskip("ray")
 
+from cluster.connect import init_ray  # noqa: E402
+from learner import make_weight_sync  # noqa: E402
 from learner.collective import (  # noqa: E402
-    WeightGroupError, flatten_state_dict, form_weight_group, unflatten_state_dict,
+    WeightGroupError,
+    flatten_state_dict,
+    form_weight_group,
+    unflatten_state_dict,
 )
-from learner.weights import WeightStore, make_transport  # noqa: E402
+from learner.weight_sync import WeightStore, WeightSyncError  # noqa: E402
 
 pytestmark = pytest.mark.slow
 WAIT_S = 60.0
@@ -62,7 +67,7 @@ class Sender:
             self.model.scale *= 1.5
 
     def publish(self, version: int):
-        return self.transport.publish(version, self.model.state_dict(), step=10 * version)
+        return self.transport.send(version, self.model.state_dict(), step=10 * version)
 
     def state(self) -> dict:
         return {k: v.clone() for k, v in self.model.state_dict().items()}
@@ -100,7 +105,7 @@ class Receiver:
 def ray_local():
     # The actor classes and TinyNet live in this test module, which Ray's workers cannot import: ship them by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=4, include_dashboard=False, namespace="test-weights", log_to_driver=False)
+    init_ray(None, "test-weights", num_cpus=4, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -109,7 +114,7 @@ def _transport(kind: str, **options):
     store = ray.remote(WeightStore).options(num_cpus=0).remote()
     if kind == "collective":
         options = {"timeout_s": 30.0, "device": "cpu", **options}
-    return make_transport(kind, store, **options)
+    return make_weight_sync(kind, store, **options)
 
 
 def _publish_and_receive(sender, receivers, version: int) -> tuple:
@@ -185,6 +190,7 @@ def test_collective_publish_fails_clearly_when_a_receiver_dies_or_never_joins(ra
         with pytest.raises(ray.exceptions.RayTaskError) as failure:
             ray.get(sender.publish.remote(version), timeout=WAIT_S)
         assert isinstance(failure.value.cause, WeightGroupError), failure.value
+        assert isinstance(failure.value, WeightSyncError)  # what the controller catches: no string matching
         return str(failure.value.cause), time.monotonic() - started
 
     ray.kill(doomed)

@@ -1,12 +1,25 @@
-"""Outcome rewards (RLTF-SPEC.md sections 1-2): the coarse reward of a verdict's outcome, and the adaptive
-reward that grades a `failed` program by the fraction of its tests it passed.
+"""Outcome rewards R(w) (RLTF-SPEC.md sections 1-2): the coarse reward of a verdict's outcome, the adaptive
+reward that grades a `failed` program by the fraction of its tests it passed, and the registry that names them.
+
+A new outcome reward is one function of a verdict, named in `REWARD_FUNCTIONS` (and in the ``Literal`` of
+``RewardConfig.function`` in configs/schema.py) and chosen with ``--reward.function=<name>``::
+
+    def strict_reward(verdict: Verdict) -> float:
+        return 1.0 if verdict.outcome == "passed" else -1.0
+
+It lives here (or in a module this one imports): samplers resolve the name in their own processes.
 
 An ``infra_error`` verdict says the sandbox failed, not the program: it has no reward, and these functions
 raise `NoRewardError` for it rather than invent a number (the sampler drops such samples).
 """
 from __future__ import annotations
 
-from sandbox.verdict import Verdict
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from configs.schema import RewardConfig
+    from sandbox.verdict import Verdict
 
 COMPILE_ERROR_REWARD = -1.0
 RUNTIME_ERROR_REWARD = -0.6
@@ -31,7 +44,7 @@ class NoRewardError(ValueError):
 
 def coarse_reward(outcome: str | Verdict) -> float:
     """-1.0 compile error, -0.6 runtime error (timeouts and memory kills included), -0.3 failed, +1.0 passed."""
-    name = outcome.outcome if isinstance(outcome, Verdict) else outcome
+    name = outcome if isinstance(outcome, str) else outcome.outcome
     if name == "infra_error":
         raise NoRewardError("an infra_error verdict (the sandbox failed, not the program) has no reward")
     try:
@@ -48,6 +61,16 @@ def adaptive_reward(verdict: Verdict) -> float:
     return ADAPTIVE_BASE + ADAPTIVE_SLOPE * verdict.pass_ratio
 
 
-def outcome_reward(verdict: Verdict, adaptive: bool = True) -> float:
-    """R(w) as training uses it: adaptive or coarse, as configured."""
-    return adaptive_reward(verdict) if adaptive else coarse_reward(verdict)
+# ``reward.function`` -> R(w)
+REWARD_FUNCTIONS: dict[str, Callable[[Verdict], float]] = {"coarse": coarse_reward, "adaptive": adaptive_reward}
+
+
+def outcome_reward(verdict: Verdict, cfg: RewardConfig) -> float:
+    """R(w) as training uses it: ``reward.function`` when set, else adaptive or coarse as ``reward.adaptive`` says."""
+    name = cfg.function or ("adaptive" if cfg.adaptive else "coarse")
+    try:
+        function = REWARD_FUNCTIONS[name]
+    except KeyError:
+        raise ValueError(f"reward.function: no outcome reward named {name!r} is registered "
+                         f"(registered: {', '.join(sorted(REWARD_FUNCTIONS))})") from None
+    return function(verdict)

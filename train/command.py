@@ -11,11 +11,9 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-
-# Actor processes: no per-file progress bars from transformers / huggingface_hub in the run's log.
-QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+from learner.checkpoints import RunCheckpoints
+from train.status import Phase, Progress, RunSummary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,49 +35,37 @@ def resolve_run_dir(cfg, resume: str | None) -> Path:
     return run_dir
 
 
-def init_ray(address: str | None, namespace: str, cpus_needed: float) -> None:
-    import ray
-
-    if address:
-        ray.init(address=address, namespace=namespace, log_to_driver=True)
-    else:
-        # The embedded Ray gets at least as many logical CPUs as the actor graph asks for: sandbox workers and
-        # the buffer idle most of the time, so a 2-core machine can host the whole graph.
-        # address="local": always a new embedded cluster, even when another one runs on this machine; all of its
-        # traffic stays on the loopback interface.
-        ray.init(address="local", _node_ip_address="127.0.0.1", namespace=namespace, num_cpus=max(os.cpu_count() or 1, int(cpus_needed + 0.999)),
-                 include_dashboard=False, log_to_driver=True, runtime_env={"env_vars": QUIET_ENV})
-
-
 def cpus_needed(cfg) -> float:
     workers = cfg.sandbox.num_workers or (os.cpu_count() or 1)
     return (cfg.learner.num_ranks * cfg.learner.num_cpus + cfg.sampler.num_samplers * cfg.sampler.num_cpus
             + workers * cfg.sandbox.num_cpus)
 
 
-def format_progress(p: dict[str, Any]) -> str:
-    if p.get("phase") in ("warm_start", "supervised") and "sl_nll" in p:
-        return f"[{p['phase'].replace('_', ' ')}] step {p.get('step', 0)} sl_nll {p.get('sl_nll', float('nan')):.3f} lr {p.get('lr', 0):.2e}"
-    if "samples" not in p:
-        return f"[{p.get('phase', '?')}]"
-    versions = ",".join(str(v) for v in p.get("sampler_versions", {}).values())
-    loss = p.get("loss")
-    sync = p.get("weight_sync_s")
+def format_progress(p: Progress) -> str:
+    """One line of progress: the learner's loss while there is no sampling, else sampling, buffer and weights."""
+    if p.sampling is None:
+        if p.phase in (Phase.WARM_START.value, Phase.SUPERVISED.value) and "sl_nll" in p.learner:
+            return (f"[{p.phase.replace('_', ' ')}] step {p.step} sl_nll {p.learner['sl_nll']:.3f} "
+                    f"lr {p.learner.get('lr', 0):.2e}")
+        return f"[{p.phase}]"
+    s, loss = p.sampling, p.learner.get("loss_rl")
+    versions = ",".join(str(v) for v in s.sampler_versions.values())
+    sync = f", sync {s.weight_sync_s:.2f}s" if s.weight_sync_s is not None else ""
     return (
-        f"[{p['phase']}] step {p['step']} | v{p['version']} (samplers: {versions or '-'}"
-        f"{f', sync {sync:.2f}s' if sync is not None else ''}) | {p['samples_per_s']:.1f} samples/s | "
-        f"pass {p['pass_rate']:.3f} | reward {p['mean_reward']:+.3f} | buffer {p['buffer_size']}/{p['buffer_capacity']}"
-        f" | lag {p['policy_lag']:.2f} | loss {'-' if loss is None else f'{loss:+.4f}'}"
+        f"[{p.phase}] step {p.step} | v{p.version} (samplers: {versions or '-'}{sync}) | "
+        f"{s.samples_per_s:.1f} samples/s | pass {s.pass_rate:.3f} | reward {s.mean_reward:+.3f} | "
+        f"buffer {s.buffer_size}/{s.buffer_capacity} | lag {s.policy_lag:.2f} | "
+        f"loss {'-' if loss is None else f'{loss:+.4f}'}"
     )
 
 
-def run_controller(cfg, run_dir: Path, resume: bool = False, teardown: bool = False) -> dict[str, Any]:
+def run_controller(cfg, run_dir: Path, resume: bool = False, teardown: bool = False) -> RunSummary:
     """Run one training run on the connected Ray cluster, printing its progress lines; returns its summary.
     ``teardown``: end the run's actors afterwards (for several runs on one cluster, as bench/learning.py does)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from actors.controller import Controller
+    from train.controller import Controller
 
     here = ray.get_runtime_context().get_node_id()
     controller = ray.remote(Controller).options(
@@ -109,15 +95,15 @@ def run_controller(cfg, run_dir: Path, resume: bool = False, teardown: bool = Fa
             except ray.exceptions.RayError:
                 pass
             ray.kill(controller, no_restart=True)
-    if format_progress(summary) != last:
-        print(format_progress(summary), flush=True)
+    if format_progress(summary.progress) != last:
+        print(format_progress(summary.progress), flush=True)
     return summary
 
 
 def run(args: argparse.Namespace) -> int:
     import ray
 
-    from actors.controller import checkpoint_dirs
+    from cluster.connect import init_ray
     from configs import ConfigError, load_config
 
     try:
@@ -148,12 +134,13 @@ def run(args: argparse.Namespace) -> int:
         lines = [l for l in str(exc).splitlines() if l.strip()]
         print(f"\nerror: the run stopped: {lines[-1].strip()[:500] if lines else type(exc).__name__}\n"
               "(full traceback above and in the Ray logs)", file=sys.stderr)
-        if checkpoint_dirs(run_dir):
+        if RunCheckpoints(run_dir).latest() is not None:
             print(f"continue from the last checkpoint with: python launch.py train --resume {run_dir}",
                   file=sys.stderr)
         return 1
     finally:
         ray.shutdown()
-    print("summary:", json.dumps({k: summary[k] for k in ("step", "version", "samples", "pass_rate", "mean_reward",
-                                                          "checkpoint", "model_dir", "plots")}, indent=2, default=str))
+    record = summary.to_dict()
+    print("summary:", json.dumps({k: record[k] for k in ("step", "version", "samples", "pass_rate", "mean_reward",
+                                                         "checkpoint", "model_dir", "plots")}, indent=2, default=str))
     return 0
