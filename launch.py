@@ -44,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(not (a.startswith("--") and "=" in a) for a in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
-    return int(importlib.import_module(args._module).run(args) or 0)
+    module = importlib.import_module(args._module)
+    if args.command == "execute" and args.rewards:
+        # The reward fields come from rewards/, which depends on the sandbox (the sandbox never imports it).
+        from rewards import verdict_rewards
+
+        return int(module.run(args, annotate=verdict_rewards) or 0)
+    return int(module.run(args) or 0)
 
 
 if __name__ == "__main__":

@@ -74,13 +74,14 @@ class SandboxConfig:
     num_workers: int = 0  # 0 = one per CPU core
     test_timeout_s: float = 4.0  # one test
     program_timeout_s: float = 20.0  # the whole program, all tests
-    memory_mb: int = 1024  # address space of the program's process
+    memory_mb: int = 1024  # the program's whole process tree (cgroup), and each process's address space
     max_output_bytes: int = 1 << 20  # stdout/stderr captured per test
     max_file_bytes: int = 1 << 20  # RLIMIT_FSIZE
     max_open_files: int = 64
     max_processes: int = 16  # per program, threads included
     max_result_bytes: int = 1 << 20  # the plain-data reply from the program's process
-    # "auto": strongest available; "full": fail if namespaces are unavailable; "none": rlimits only.
+    # "auto": namespaces + seccomp (cgroups where available), else stop with what is missing; "full": cgroups too;
+    # "none": rlimits only, for trusted programs (sandbox/isolation.py).
     isolation: Literal["auto", "full", "none"] = "auto"
     num_cpus: float = 1.0  # Ray resources per sandbox worker actor
     resources: dict[str, float] = field(default_factory=dict)

