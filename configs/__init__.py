@@ -152,6 +152,9 @@ def validate(cfg: Config) -> Config:
         "sandbox.test_timeout_s": cfg.sandbox.test_timeout_s,
         "sandbox.program_timeout_s": cfg.sandbox.program_timeout_s,
         "sandbox.memory_mb": cfg.sandbox.memory_mb,
+        "eval.limit": cfg.eval.limit,
+        "eval.samples_per_problem": cfg.eval.samples_per_problem,
+        "eval.temperature": cfg.eval.temperature,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -169,12 +172,17 @@ def validate(cfg: Config) -> Config:
         "learner.max_restarts": cfg.learner.max_restarts,
         "run.max_wall_s": cfg.run.max_wall_s,
         "reward.penalty": cfg.reward.penalty,
+        "eval.every_steps": cfg.eval.every_steps,
     }
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{key}: must be >= 0, got {value}")
-    if not 0 < cfg.sampler.top_p <= 1:
-        raise ConfigError(f"sampler.top_p: must be in (0, 1], got {cfg.sampler.top_p}")
+    for key, top_p in (("sampler.top_p", cfg.sampler.top_p), ("eval.top_p", cfg.eval.top_p)):
+        if not 0 < top_p <= 1:
+            raise ConfigError(f"{key}: must be in (0, 1], got {top_p}")
+    if cfg.eval.every_steps and cfg.eval.source is None and cfg.data.eval_split is None:
+        raise ConfigError("eval.every_steps: held-out evaluation needs data.eval_split or eval.source "
+                          "(or eval.every_steps=0)")
     share = cfg.sampler.reference_free_share
     if share is not None and not 0 <= share <= 1:
         raise ConfigError(f"sampler.reference_free_share: must be in [0, 1] or null, got {share}")

@@ -16,7 +16,11 @@ from typing import Literal, Optional
 @dataclass
 class RunConfig:
     name: str = "rltf"
-    output_dir: str = "runs"  # the run writes to output_dir/name
+    output_dir: str = "runs"  # the run writes to output_dir/name (a local path), unless `storage` is set
+    # Where the run's outputs go (Ray Train's storage_path): a path shared by the nodes or a URI that pyarrow.fs
+    # opens (s3://bucket/runs, gs://bucket/runs); the run writes to storage/name. Needed inside a Ray job, whose
+    # working directory Ray deletes.
+    storage: Optional[str] = None
     seed: int = 0
     namespace: str = "rltf"  # Ray namespace: named actors of a run live here
     log_every_s: float = 5.0  # progress line period
@@ -70,13 +74,14 @@ class SandboxConfig:
     num_workers: int = 0  # 0 = one per CPU core
     test_timeout_s: float = 4.0  # one test
     program_timeout_s: float = 20.0  # the whole program, all tests
-    memory_mb: int = 1024  # address space of the program's process
+    memory_mb: int = 1024  # the program's whole process tree (cgroup), and each process's address space
     max_output_bytes: int = 1 << 20  # stdout/stderr captured per test
     max_file_bytes: int = 1 << 20  # RLIMIT_FSIZE
     max_open_files: int = 64
     max_processes: int = 16  # per program, threads included
     max_result_bytes: int = 1 << 20  # the plain-data reply from the program's process
-    # "auto": strongest available; "full": fail if namespaces are unavailable; "none": rlimits only.
+    # "auto": namespaces + seccomp (cgroups where available), else stop with what is missing; "full": cgroups too;
+    # "none": rlimits only, for trusted programs (sandbox/isolation.py).
     isolation: Literal["auto", "full", "none"] = "auto"
     num_cpus: float = 1.0  # Ray resources per sandbox worker actor
     resources: dict[str, float] = field(default_factory=dict)
@@ -141,6 +146,21 @@ class LearnerConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Held-out evaluation while training (runs with online samplers): pass@1 with greedy decoding, pass@1 and
+    pass@n sampled, on ``data.eval_split`` of ``data.source`` (or on ``source``), graded on the grading tests.
+    At the start of RL, every ``every_steps`` RL steps and at the end; the samplers do it between batches."""
+
+    every_steps: int = 0  # 0 = off
+    source: Optional[str] = None  # a held-out problems file (all of it); None: data.source's data.eval_split
+    format: Optional[str] = None  # of `source` (None: detected)
+    limit: int = 32  # problems evaluated, spread over the held-out set (bounds the cost)
+    samples_per_problem: int = 4  # sampled programs per problem (pass@1 and pass@n), besides one greedy decode
+    temperature: float = 0.8
+    top_p: float = 0.95
+
+
+@dataclass
 class WeightsConfig:
     transport: Literal["object_store", "collective"] = "object_store"
 
@@ -156,3 +176,4 @@ class Config:
     buffer: BufferConfig = field(default_factory=BufferConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
 import ray
@@ -32,7 +31,7 @@ class LearnerDied(RuntimeError):
 
 
 class LearnerGroup:
-    def __init__(self, cfg: Config, actor_name: Callable[[str], str], run_dir: Path) -> None:
+    def __init__(self, cfg: Config, actor_name: Callable[[str], str], run_dir: str) -> None:
         self.cfg, self.actor_name, self.run_dir = cfg, actor_name, run_dir
         self.ranks: list[Any] = []
         self.step = 0
@@ -112,11 +111,13 @@ class LearnerGroup:
             await self._call(self.sender.__ray_ready__.remote())  # LearnerDied if the dead actor was rank 0
             raise  # another member died (a sampler of a collective weight group)
 
-    async def save(self, checkpoint: Checkpoint, state: CheckpointState) -> None:
-        await self._call(*[r.save_checkpoint.remote(str(checkpoint.path), asdict(state)) for r in self.ranks])
+    async def save(self, checkpoint: Checkpoint, state: CheckpointState) -> list[str]:
+        """Every rank writes its part; the files written (relative to the checkpoint), for `commit` to check."""
+        parts = await self._call(*[r.save_checkpoint.remote(checkpoint, asdict(state)) for r in self.ranks])
+        return sorted({f for files in parts for f in files})
 
     async def load(self, checkpoint: Checkpoint) -> None:
-        await self._call(*[r.load_checkpoint.remote(str(checkpoint.path)) for r in self.ranks])
+        await self._call(*[r.load_checkpoint.remote(checkpoint) for r in self.ranks])
         self.step = checkpoint.state().step
 
     def stop(self) -> None:

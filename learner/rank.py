@@ -12,14 +12,13 @@ import random
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
 
 from configs.schema import Config
 from learner.batching import make_batch
-from learner.checkpoints import Checkpoint
+from learner.checkpoints import Checkpoint, CheckpointWriteError
 from learner.engine import init_engine, init_process_group
 from learner.loss import rl_loss, supervised_loss
 from rewards.trajectory import Trajectory
@@ -160,18 +159,28 @@ class LearnerRank:
     def parameters_snapshot(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.engine.module.state_dict().items()}
 
-    def save_checkpoint(self, directory: str, client_state: dict[str, Any]) -> None:
-        checkpoint = Checkpoint(Path(directory))
-        self.engine.save_checkpoint(str(checkpoint.deepspeed_dir), tag="state",
-                                    client_state={**client_state, "step": self.step})
-        if self.rank == 0:
-            self.engine.module.save_pretrained(checkpoint.hf_dir)
-            self.policy.tokenizer.save_pretrained(checkpoint.hf_dir)
+    def save_checkpoint(self, checkpoint: Checkpoint, client_state: dict[str, Any]) -> list[str]:
+        """Write this rank's part of ``checkpoint`` (rank 0 also the `save_pretrained` copy) straight to the run's
+        storage from this node. Returns the files written, relative to the checkpoint, for the commit to check."""
+        written: list[str] = []
+        try:
+            with checkpoint.writable("deepspeed") as local:
+                self.engine.save_checkpoint(str(local), tag="state", client_state={**client_state, "step": self.step})
+                written += [f"deepspeed/{p.relative_to(local)}" for p in local.rglob("*") if p.is_file()]
+            if self.rank == 0:
+                with checkpoint.writable("hf") as local:
+                    self.engine.module.save_pretrained(local)
+                    self.policy.tokenizer.save_pretrained(local)
+                    written += [f"hf/{p.relative_to(local)}" for p in local.rglob("*") if p.is_file()]
+        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+            raise CheckpointWriteError(f"learner rank {self.rank}: writing checkpoint {checkpoint.location} "
+                                       f"failed: {exc}") from None
+        return written
 
-    def load_checkpoint(self, directory: str) -> dict[str, Any]:
-        checkpoint = Checkpoint(Path(directory))
-        _, client_state = self.engine.load_checkpoint(str(checkpoint.deepspeed_dir), tag="state")
+    def load_checkpoint(self, checkpoint: Checkpoint) -> dict[str, Any]:
+        with checkpoint.readable("deepspeed") as local:
+            _, client_state = self.engine.load_checkpoint(str(local), tag="state")
         if client_state is None:
-            raise FileNotFoundError(f"no DeepSpeed checkpoint under {checkpoint.deepspeed_dir}")
+            raise FileNotFoundError(f"no DeepSpeed checkpoint under {checkpoint.location}/deepspeed")
         self.step = int(client_state["step"])
         return client_state

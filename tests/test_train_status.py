@@ -71,17 +71,19 @@ def test_why_an_actor_is_not_placed():
 
 
 def test_one_controller_per_run_directory(tmp_path):
-    import asyncio
+    import threading
 
     from train.recovery import RunInUse, hold_run_dir
 
-    async def go():
-        first = await hold_run_dir(tmp_path)
-        with pytest.raises(RunInUse, match="in use by a live run"):
-            await hold_run_dir(tmp_path, wait_s=0.6)
-        waiting = asyncio.create_task(hold_run_dir(tmp_path, wait_s=10))
-        await asyncio.sleep(0.3)
-        assert not waiting.done()
-        first.close()  # the old controller's process died: the kernel drops its lock
-        (await asyncio.wait_for(waiting, 5)).close()
-    asyncio.run(go())
+    first = hold_run_dir(tmp_path)
+    with pytest.raises(RunInUse, match="in use by a live run"):
+        hold_run_dir(tmp_path, wait_s=0.6)
+    got = []
+    waiting = threading.Thread(target=lambda: got.append(hold_run_dir(tmp_path, wait_s=10)))
+    waiting.start()
+    waiting.join(0.5)
+    assert waiting.is_alive()  # a resumed run waits ...
+    first.close()  # ... until the old controller's process is gone and the kernel drops its lock
+    waiting.join(5)
+    assert got and not waiting.is_alive()
+    got[0].close()

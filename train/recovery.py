@@ -11,7 +11,6 @@ checkpoint are lost; ``learner.max_restarts`` bounds the restarts of a run.
 """
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import time
@@ -30,7 +29,7 @@ class RunInUse(RuntimeError):
 
 class Run(Protocol):
     cfg: Config
-    run_dir: Path
+    location: str  # the run's folder in its storage
     step: int
     learners: LearnerGroup
     checkpoints: RunCheckpoints
@@ -54,7 +53,7 @@ class LearnerRecovery:
                            "restarts": self.restarts})
             if self.restarts >= limit:
                 raise LearnerDied(f"{died}; learner.max_restarts={limit} restarts used up, the run stops. "
-                                  f"Continue with: python launch.py train --resume {run.run_dir}") from None
+                                  f"Continue with: python launch.py train --resume {run.location}") from None
             self.restarts += 1
             try:
                 await self._restart(died_at)
@@ -81,12 +80,15 @@ class LearnerRecovery:
                        "restarts": self.restarts, "recovery_s": round(time.time() - started, 2)})
 
 
-async def hold_run_dir(run_dir: Path, wait_s: float = 120.0) -> Any:
-    """An exclusive lock on ``run_dir`` for as long as the returned file stays open (the controller's life).
+def hold_run_dir(run_dir: Path, wait_s: float = 120.0) -> Any:
+    """An exclusive lock on ``run_dir`` (the run's local folder) for as long as the returned file stays open: the
+    controller takes it before it starts anything, and holds it for its life.
 
     After a driver is killed, what is left of its run (the controller and the actors it owns) is ended by Ray
     within seconds, and the kernel drops its lock when its process dies; a resumed run waits for that here, so two
-    controllers never write one run directory. A run that still holds it after ``wait_s`` is really alive."""
+    controllers never write one run directory (its buffer log above all). A run that still holds it after
+    ``wait_s`` is really alive."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
     lock = open(Path(run_dir) / ".controller.lock", "a+")
     deadline = time.time() + wait_s
     while True:
@@ -96,8 +98,8 @@ async def hold_run_dir(run_dir: Path, wait_s: float = 120.0) -> Any:
             if time.time() > deadline:
                 lock.close()
                 raise RunInUse(f"{run_dir} is in use by a live run (its controller holds "
-                                   f"{run_dir}/.controller.lock); stop that run first") from None
-            await asyncio.sleep(0.5)
+                               f"{run_dir}/.controller.lock); stop that run first") from None
+            time.sleep(0.5)
             continue
         lock.seek(0)
         lock.truncate()

@@ -47,6 +47,7 @@ class Progress:
     elapsed_s: float = 0.0
     learner: dict[str, float] = field(default_factory=dict)  # the latest learner step's metrics (sl_nll, lr, ...)
     sampling: Optional[SamplingStats] = None  # None until sampling starts (and in the supervised-only control)
+    heldout: dict[str, Any] = field(default_factory=dict)  # the latest held-out evaluation (step, eval_pass@...)
     # What the run waits for, if anything: a learner restart, a placement, samplers of a lost node coming back.
     waiting: Optional[str] = None
     learner_restarts: int = 0  # learner groups restarted from a checkpoint after a rank died
@@ -59,6 +60,8 @@ class Progress:
             out["waiting"] = self.waiting
         if self.sampling is not None:
             out.update(asdict(self.sampling), loss=self.learner.get("loss_rl"))
+        if self.heldout:
+            out["heldout"] = self.heldout
         return out
 
 
