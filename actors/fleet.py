@@ -37,6 +37,8 @@ class Fleet:
         self._next_index = 0
         self.target = cfg.sampler.num_samplers  # `scale` before sampling starts only changes this
         self.restarts = 0
+        self._started: set[str] = set()  # samplers that have answered once (their process came up)
+        self._unplaced: set[str] = set()  # samplers that have never answered (no node offers their resources?)
         self.pool: Any = None  # a RaySandboxPool once `start_sandbox` ran
         self.pool_generation = 0
         self._sampler_args: tuple = ()
@@ -166,8 +168,10 @@ class Fleet:
         return bool(self.samplers) and all(ref is None for ref in self._runs.values())
 
     def waiting(self) -> Optional[str]:
-        """The samplers that died and are not running again yet, and why (for the run's status line); or None."""
-        down = [name.rsplit(":", 1)[-1] for name, ref in self._runs.items() if ref is None]
+        """The samplers that died and are not running again yet, or were never placed (as of the last
+        `statuses`), and why (for the run's status line); or None."""
+        down = [name.rsplit(":", 1)[-1] for name, ref in self._runs.items()
+                if ref is None or name in self._unplaced]
         if not down:
             return None
         sampler = self.cfg.sampler
@@ -179,11 +183,14 @@ class Fleet:
         what the cluster has) or restarting does not answer; it must not stall the learner loop."""
         if not self.samplers:
             return []
-        tasks = [asyncio.ensure_future(a.status.remote()) for a in self.samplers.values()]
-        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        tasks = {name: asyncio.ensure_future(a.status.remote()) for name, a in self.samplers.items()}
+        done, pending = await asyncio.wait(tasks.values(), timeout=timeout)
         for task in pending:
             task.cancel()
-        return [t.result() for t in done if t.exception() is None]
+        answered = {name for name, t in tasks.items() if t in done and t.exception() is None}
+        self._started |= answered
+        self._unplaced = {name for name in tasks if name not in self._started}
+        return [tasks[name].result() for name in tasks if name in answered]
 
     @property
     def sandbox_workers(self) -> int:

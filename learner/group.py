@@ -83,8 +83,9 @@ class LearnerGroup:
         meanwhile `waiting` says why it is not."""
         ready = asyncio.ensure_future(self.placement.ready())
         while not (await asyncio.wait([ready], timeout=2.0))[0]:
-            self.waiting = (f"the learner's placement group ({self.cfg.learner.num_ranks} bundles), each "
-                            f"{why_unplaced(self.bundle)}")
+            world = self.cfg.learner.num_ranks
+            self.waiting = (f"the learner's placement group ({world} bundle{'s' if world > 1 else ''}), "
+                            f"{'each ' if world > 1 else ''}{why_unplaced(self.bundle)}")
         self.waiting = None
 
     async def _call(self, *refs: Any) -> list[Any]:
