@@ -76,7 +76,7 @@ class LearnerRecovery:
             self.status = None
         run.step = resumed_from
         run.log.write({"kind": "event", "event": "learner_restart", "step": resumed_from, "died_at_step": died_at,
-                       "resumed_from_step": resumed_from, "checkpoint": str(checkpoint.path) if checkpoint else None,
+                       "resumed_from_step": resumed_from, "checkpoint": checkpoint.location if checkpoint else None,
                        "restarts": self.restarts, "recovery_s": round(time.time() - started, 2)})
 
 
