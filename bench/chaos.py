@@ -41,8 +41,9 @@ sys.path.insert(0, str(REPO))
 os.environ["RAY_AUTH_MODE"] = "token"  # joining the run's cluster sends its token only if set before Ray loads
 
 ROLES = ("sampler", "sandbox", "buffer", "learner")
-RUN_ARGS = ["--config", "smoke", "--sampler.num_samplers=2", "--sandbox.num_workers=2", "--learner.total_steps=1000000",
-            "--learner.checkpoint_every=10", "--learner.max_restarts=1000", "--run.log_every_s=5"]
+RUN_ARGS = ["--config", "smoke", "--sampler.num_samplers=2", "--sandbox.num_workers=2", "--learner.warm_start_steps=20",
+            "--learner.total_steps=1000000", "--learner.checkpoint_every=10", "--learner.max_restarts=1000",
+            "--run.log_every_s=5"]
 
 
 def log(message: str) -> None:
