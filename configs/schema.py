@@ -60,7 +60,9 @@ class SamplerConfig:
     # Share of each batch's problems drawn from those without a trainable reference (tests only: what RL is for;
     # the supervised anchor already trains on the others). None: every problem equally often.
     reference_free_share: Optional[float] = None
-    num_cpus: float = 1.0  # Ray resources per sampler actor
+    # Ray resources per sampler actor (cluster.placement): a whole GPU (1) or a share of one (0.5: two samplers
+    # on a GPU); the sampler runs on the GPU Ray assigns it, in half precision.
+    num_cpus: float = 1.0
     num_gpus: float = 0.0
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources, e.g. {sampler_slot: 1}
 
@@ -132,7 +134,22 @@ class LearnerConfig:
     # starting policy and stop; the learner then trains on that fixed buffer.
     online: bool = True
     importance_clip: Optional[float] = None  # truncated importance weight min(c, p/p_behaviour); None = off
-    num_cpus: float = 1.0  # Ray resources per learner rank
+    # Recompute each layer's activations in the backward pass instead of keeping them (transformers' gradient
+    # checkpointing): activation memory falls from all layers' to one layer's, for about a third more compute.
+    gradient_checkpointing: bool = False
+    # Ray resources per learner rank: 0 GPUs (CPU, gloo) or 1 (one GPU per rank, NCCL); the ranks are placed
+    # together as one placement group.
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation actors of `launch.py eval --config PRESET` (each holds a policy copy, samples and grades)."""
+
+    num_actors: int = 2
+    num_cpus: float = 1.0
     num_gpus: float = 0.0
     resources: dict[str, float] = field(default_factory=dict)
 
@@ -153,3 +170,4 @@ class Config:
     buffer: BufferConfig = field(default_factory=BufferConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
