@@ -47,6 +47,7 @@ def child(spec: dict) -> dict:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from learner.batching import make_batch
+    from learner.engine import enable_checkpointing
     from learner.loss import rl_loss
     from models import load_policy
 
@@ -55,7 +56,7 @@ def child(spec: dict) -> dict:
     model = load_policy(name, dtype="float32").model if name else GPT2LMHeadModel(GPT2Config(**config))
     model.train()
     if spec["checkpointing"]:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     rng = random.Random(0)

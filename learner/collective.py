@@ -5,9 +5,10 @@ own group. It is gloo on GPU nodes too: the sender copies its weights to the CPU
 device-to-host copy) and each sampler's `load_weights` copies them to its GPU. NCCL is refused (`NCCL_REFUSED`):
 when a member dies mid-broadcast, NCCL's watchdog ends the whole process after the timeout (torch's default
 ``TORCH_NCCL_ASYNC_ERROR_HANDLING=3``), learner rank 0 included, where gloo raises and the group is re-formed
-without the dead sampler. One publish of version v: the sender announces v and the tensor layout in the `WeightStore` (metadata only), broadcasts a header
-``[v, nbytes]``, then ONE flat byte buffer with every tensor, then all members combine an error flag. `send`
-returns only after that, so version v+1 cannot start before every receiver holds v: versions are never skipped.
+without the dead sampler. One publish of version v: the sender announces v and the tensor layout in the
+`WeightStore` (metadata only), broadcasts a header ``[v, nbytes]``, then ONE flat byte buffer with every tensor,
+then all members combine an error flag. `send` returns only after that, so version v+1 cannot start before every
+receiver holds v: versions are never skipped.
 Samplers join between generation batches, so a publish waits for the slowest sampler's batch; a receiver that
 died fails the publish at once, one that never joins after ``timeout_s``, with `WeightGroupError`.
 """

@@ -110,6 +110,17 @@ def lr_multiplier(step: int, cfg: LearnerConfig) -> float:
     return min(1.0, (rl_step + 1) / cfg.warmup_steps)
 
 
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """``learner.gradient_checkpointing``: transformers recomputes each layer's activations in the backward pass.
+    Non-reentrant, which needs no input that requires grad and works with DeepSpeed's gradient hooks."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False  # a KV cache is for generation; with recomputation it only costs memory
+
+
 def init_engine(model: torch.nn.Module, cfg: LearnerConfig):
     """Create the DeepSpeed engine (torch.distributed must be initialised: see `init_process_group`)."""
     import deepspeed

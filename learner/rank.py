@@ -22,7 +22,7 @@ import torch
 from configs.schema import Config
 from learner.batching import make_batch
 from learner.checkpoints import Checkpoint
-from learner.engine import check_master_weights, init_engine, init_process_group
+from learner.engine import check_master_weights, enable_checkpointing, init_engine, init_process_group
 from learner.loss import rl_loss, supervised_loss
 from rewards.trajectory import Trajectory
 from tasks.problem import Problem
@@ -114,9 +114,7 @@ class LearnerRank:
         model = self.policy.model
         model.train()
         if learner.gradient_checkpointing:
-            # Non-reentrant: works when the inputs need no grad, and with DeepSpeed's gradient hooks.
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.config.use_cache = False
+            enable_checkpointing(model)
         self.engine = init_engine(model, learner)
         precision = check_master_weights(self.engine, learner.deepspeed_config)
         self.examples = supervised_examples(problems, self.policy.tokenizer, self.cfg)

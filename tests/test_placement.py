@@ -43,7 +43,8 @@ def test_paper_presets_give_every_learner_rank_sampler_and_eval_actor_a_gpu_of_i
 
 def test_an_oversubscribing_preset_is_refused_naming_the_actor_and_what_is_missing() -> None:
     cfg = load_config("codet5-apps", ["--sampler.num_samplers=5"])
-    with pytest.raises(PlacementError, match=r"sampler-4 asks for \{CPU: 2, GPU: 1\}.*cluster totals \{CPU: 96, GPU: 8\}"):
+    missing = r"sampler-4 asks for \{CPU: 2, GPU: 1\}.*cluster totals \{CPU: 96, GPU: 8\}"
+    with pytest.raises(PlacementError, match=missing):
         place(run_actors(cfg), [parse_node(EIGHT_GPUS, "node-0", 80)])
     cfg = load_config("codegen-apps-cluster", ["--learner.num_ranks=9"])  # the learner node has 8 learner slots
     with pytest.raises(PlacementError, match="learner-8 asks for .*learner_slot: 1"):
@@ -91,6 +92,12 @@ def test_a_process_derives_device_and_local_rank_from_the_gpu_ray_assigned(monke
             dev.torch_device()
     monkeypatch.setenv("RLTF_DEVICE", "cpu")
     assert dev.torch_device() == "cpu"
+    # Samplers and eval actors generate in half precision on a GPU; the learner always loads fp32 master weights.
+    monkeypatch.delenv("RLTF_DTYPE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert dev.default_dtype("cuda:0") == torch.bfloat16 and dev.default_dtype("cpu") == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # V100: fp16
+    assert dev.default_dtype("cuda:0") == torch.float16 and dev.master_dtype() == torch.float32
 
 
 class _Stop(Exception):

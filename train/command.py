@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,9 +35,9 @@ def resolve_run_dir(cfg, resume: str | None) -> Path:
 
 
 def cpus_needed(cfg) -> float:
-    workers = cfg.sandbox.num_workers or (os.cpu_count() or 1)
-    return (cfg.learner.num_ranks * cfg.learner.num_cpus + cfg.sampler.num_samplers * cfg.sampler.num_cpus
-            + workers * cfg.sandbox.num_cpus)
+    from cluster.placement import run_actors
+
+    return sum(dict(actor.request).get("CPU", 0.0) for actor in run_actors(cfg))
 
 
 def format_progress(p: Progress) -> str:
