@@ -1,7 +1,7 @@
 """Measured peak memory of one learner micro-step on CPU: gradient checkpointing on or off, and logits computed
 over the program's positions only (the learner's loss) or over every position (the loss before, for comparison).
 
-    python bench/memory_peak.py [--models tiny,gpt2-124m] [--batch 4] [--prompt 400] [--program 256]
+    python bench/memory_peak.py [--models tiny,gpt2-124m] [--batch 4] [--prompt 320] [--program 192]
 
 Each variant runs in a fresh process: the model is built from its config in float32 (no download), its gradients
 allocated, the peak resident set size reset (``/proc/self/clear_refs``), then one forward and backward of the RLTF
@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="tiny,gpt2-124m")
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--prompt", type=int, default=400)
-    parser.add_argument("--program", type=int, default=256)
+    # APPS-like proportions (800 + 512 tokens there), within the tiny model's 512 positions.
+    parser.add_argument("--prompt", type=int, default=320)
+    parser.add_argument("--program", type=int, default=192)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "memory_peak.json"))
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -115,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         for program_only, checkpointing in VARIANTS:
             spec = dict(model=model, batch=args.batch, prompt=args.prompt, program=args.program,
                         program_only=program_only, checkpointing=checkpointing)
-            done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env, check=True,
+            done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env,
                                   capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"{spec}: the measurement failed:\n{done.stderr[-3000:]}")
             row = json.loads(done.stdout.strip().splitlines()[-1])
             row["estimate_bytes"] = estimate(spec)
             rows.append(row)
