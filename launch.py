@@ -12,6 +12,7 @@ import sys
 # name -> (module, one-line help). Modules are imported only when their subcommand runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train.command", "run online RLTF training (on the Ray job's cluster, or an embedded local Ray)"),
+    "plan": ("train.plan", "print where each actor would go and each GPU's memory estimate; refuse what cannot fit"),
     "eval": ("evaluation.command", "sample programs from a model (or take a samples file), grade them in the sandbox, "
                                    "report pass@k"),
     "scale": ("cluster.scale", "change the number of samplers / sandbox workers of a running job"),

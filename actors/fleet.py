@@ -4,8 +4,9 @@ Samplers are named ``<run>:sampler-<n>`` and restarted by Ray when their process
 fleet notices and starts their loop again. The sandbox pool is replaced as a whole when it is resized: samplers
 take the new pool between batches, and removed workers end only once every sampler has switched. Whenever the
 set of samplers changes, ``on_samplers_changed`` runs (the weight-sync strategy re-forms its members).
-Where these actors run (their Ray resources per role) is decided only here, so placement and recovery from a
-lost node have one home: samplers of a lost node are restarted by Ray wherever their resources are offered
+Where these actors run is decided here, with the Ray resources of each role from `cluster.placement` (the same
+table the learner group, the eval actors and `launch.py plan` use), so placement and recovery from a lost node
+have one home: samplers of a lost node are restarted by Ray wherever their resources are offered
 (on another node, or on the lost one when it comes back); until one runs again the fleet is ``stalled`` (the
 learner pauses rather than train on the buffer alone) and `waiting` says what for.
 """
@@ -20,7 +21,7 @@ from typing import Any, Optional
 import ray
 
 from actors.sampler import Sampler, SamplerStatus
-from cluster.placement import resource_request, why_unplaced
+from cluster.placement import actor_options, bundle, why_unplaced
 from configs.schema import Config
 from sandbox.pool import RaySandboxPool, create_sandbox_workers
 
@@ -47,12 +48,13 @@ class Fleet:
     def _sandbox_pool(self, handles: list[Any]) -> RaySandboxPool:
         sandbox = self.cfg.sandbox
         return RaySandboxPool(handles, sandbox, name_prefix=self.actor_name("sandbox-"),
-                              namespace=self.cfg.run.namespace, num_cpus=sandbox.num_cpus)
+                              namespace=self.cfg.run.namespace, num_cpus=sandbox.num_cpus,
+                              resources=sandbox.resources)
 
     def _new_sandbox_workers(self, n: int, prefix: str) -> list[Any]:
         sandbox = self.cfg.sandbox
         return create_sandbox_workers(n, sandbox, name_prefix=prefix, namespace=self.cfg.run.namespace,
-                                      num_cpus=sandbox.num_cpus)
+                                      num_cpus=sandbox.num_cpus, resources=sandbox.resources)
 
     def start_sandbox(self) -> None:
         self.pool = self._sandbox_pool(self._new_sandbox_workers(self.cfg.sandbox.num_workers,
@@ -88,13 +90,11 @@ class Fleet:
         self._sampler_args = (problems_ref, buffer, weight_sync)
 
     def _add_sampler(self) -> None:
-        sampler = self.cfg.sampler
         name = self.actor_name(f"sampler-{self._next_index}")
         self._next_index += 1
         problems_ref, buffer, weight_sync = self._sampler_args
         actor = ray.remote(Sampler).options(
-            name=name, num_cpus=sampler.num_cpus, num_gpus=sampler.num_gpus, resources=sampler.resources,
-            max_restarts=-1, max_concurrency=8,
+            name=name, max_restarts=-1, max_concurrency=8, **actor_options(self.cfg, "sampler"),
         ).remote(self.cfg, name, problems_ref, buffer, self.pool, weight_sync)
         self.samplers[name] = actor
         self._runs[name] = actor.run.remote()
@@ -174,8 +174,7 @@ class Fleet:
                 if ref is None or name in self._unplaced]
         if not down:
             return None
-        sampler = self.cfg.sampler
-        why = why_unplaced(resource_request(sampler.num_cpus, sampler.num_gpus, sampler.resources))
+        why = why_unplaced(bundle(self.cfg, "sampler"))
         return f"{', '.join(down)} ({why})" + ("; the learner pauses until a sampler runs" if self.stalled else "")
 
     async def statuses(self, timeout: float = 2.0) -> list[SamplerStatus]:

@@ -64,7 +64,9 @@ class SamplerConfig:
     # Share of each batch's problems drawn from those without a trainable reference (tests only: what RL is for;
     # the supervised anchor already trains on the others). None: every problem equally often.
     reference_free_share: Optional[float] = None
-    num_cpus: float = 1.0  # Ray resources per sampler actor
+    # Ray resources per sampler actor (cluster.placement): a whole GPU (1) or a share of one (0.5: two samplers
+    # on a GPU); the sampler runs on the GPU Ray assigns it, in half precision.
+    num_cpus: float = 1.0
     num_gpus: float = 0.0
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources, e.g. {sampler_slot: 1}
 
@@ -140,16 +142,22 @@ class LearnerConfig:
     # starting policy and stop; the learner then trains on that fixed buffer.
     online: bool = True
     importance_clip: Optional[float] = None  # truncated importance weight min(c, p/p_behaviour); None = off
-    num_cpus: float = 1.0  # Ray resources per learner rank
+    # Recompute each layer's activations in the backward pass instead of keeping them (transformers' gradient
+    # checkpointing): activation memory falls from all layers' to one layer's, for about a third more compute.
+    gradient_checkpointing: bool = False
+    # Ray resources per learner rank: 0 GPUs (CPU, gloo) or 1 (one GPU per rank, NCCL); the ranks are placed
+    # together as one placement group.
+    num_cpus: float = 1.0
     num_gpus: float = 0.0
     resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class EvalConfig:
-    """Held-out evaluation while training (runs with online samplers): pass@1 with greedy decoding, pass@1 and
-    pass@n sampled, on ``data.eval_split`` of ``data.source`` (or on ``source``), graded on the grading tests.
-    At the start of RL, every ``every_steps`` RL steps and at the end; the samplers do it between batches."""
+    """Held-out evaluation. While training (runs with online samplers): pass@1 with greedy decoding, pass@1 and
+    pass@n sampled, on ``data.eval_split`` of ``data.source`` (or on ``source``), graded on the grading tests,
+    at the start of RL, every ``every_steps`` RL steps and at the end; the samplers do it between batches.
+    `launch.py eval --config PRESET` places its own evaluation actors as ``num_actors`` and the resources say."""
 
     every_steps: int = 0  # 0 = off
     source: Optional[str] = None  # a held-out problems file (all of it); None: data.source's data.eval_split
@@ -158,6 +166,11 @@ class EvalConfig:
     samples_per_problem: int = 4  # sampled programs per problem (pass@1 and pass@n), besides one greedy decode
     temperature: float = 0.8
     top_p: float = 0.95
+    # The evaluation actors of `launch.py eval --config PRESET` (each holds a policy copy, samples and grades).
+    num_actors: int = 2
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -41,7 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-new-tokens", type=int, default=96, help="program length limit in tokens [96]")
     add("--max-prompt-tokens", type=int, default=256, help="prompt length limit in tokens (keeps the end) [256]")
     add("--kind", choices=("seq2seq", "causal"), default=None, help="model family (default: from its config)")
-    add("--samplers", type=int, default=2, help="evaluation actors, each with a policy copy; 0 = no Ray [2]")
+    add("--samplers", type=int, default=None,
+        help="evaluation actors, each with a policy copy; 0 = no Ray [eval.num_actors of --config, else 2]")
+    add("--config", default=None, help="a preset or YAML file: its eval section places the evaluation actors (CPUs, "
+        "GPUs, custom resources; e.g. one GPU each) and its sandbox section sets the grading limits")
     add("--workers", type=int, default=0, help="sandbox workers (default: one per core)")
     add("--out", default=None, help="output directory (default: runs/eval-<model>-<time>)")
     add("--address", default=None, help="join this Ray cluster (default: the job's cluster inside `ray job submit` "
@@ -84,20 +87,27 @@ def run_model(args: argparse.Namespace) -> int:
     from models.loading import ModelLoadError, resolve_source
     from tasks import DatasetUnavailableError, ProblemFormatError, load_problems
 
+    from cluster.placement import actor_options
+    from configs import ConfigError, load_config
+
     try:  # everything that can be wrong with the input fails here, in one sentence, before any model loads
+        cfg = load_config(args.config) if args.config else None
+        samplers = args.samplers if args.samplers is not None else cfg.eval.num_actors if cfg else 2
         ks = parse_ks(args.k)
-        check_settings(args.n, args.temperature, args.samplers)
+        check_settings(args.n, args.temperature, samplers)
         resolve_source(resolve_model(args.model))
         problems = load_problems(args.dataset, fmt=args.format, split=args.split, limit=args.limit)
-    except (EvalError, ModelLoadError, DatasetUnavailableError, ProblemFormatError, OSError, ValueError) as exc:
+    except (EvalError, ConfigError, ModelLoadError, DatasetUnavailableError, ProblemFormatError, OSError,
+            ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out or Path("runs") / f"eval-{_slug(args.model)}-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         result = evaluate(args.model, problems, args.n, ks, temperature=args.temperature, top_p=args.top_p,
                           max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
-                          kind=args.kind, samplers=args.samplers, workers=args.workers, seed=args.seed,
-                          ray_address=args.address)
+                          kind=args.kind, samplers=samplers, workers=args.workers, seed=args.seed,
+                          ray_address=args.address, limits=cfg.sandbox if cfg else None,
+                          actor_options=actor_options(cfg, "eval") if cfg else None)
     except EvalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

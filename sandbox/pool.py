@@ -53,7 +53,8 @@ def _unavailable(exc: Exception) -> SandboxUnavailable | None:
 
 
 def create_sandbox_workers(n: int, limits: SandboxConfig | None = None, name_prefix: str | None = None,
-                           namespace: str | None = None, num_cpus: float = 0.0, wait: bool = True) -> list:
+                           namespace: str | None = None, num_cpus: float = 0.0, resources: dict | None = None,
+                           wait: bool = True) -> list:
     """Start ``n`` worker actors (0: one per core). With ``name_prefix`` they are named ``<prefix><index>`` (in
     ``namespace``) so other processes can look them up. ``num_cpus`` is the Ray resource each reserves: 0 by
     default, because the workers mostly wait on their children and the samplers that call them are idle
@@ -62,7 +63,8 @@ def create_sandbox_workers(n: int, limits: SandboxConfig | None = None, name_pre
     programs, so that a run stops before it grades anything."""
     limits = limits or SandboxConfig()
     n = n or default_num_workers(limits)
-    handles = [_create_one(limits, f"{name_prefix}{i}" if name_prefix else None, namespace, num_cpus) for i in range(n)]
+    handles = [_create_one(limits, f"{name_prefix}{i}" if name_prefix else None, namespace, num_cpus, resources)
+               for i in range(n)]
     if wait:
         try:
             ray.get([h.info.remote() for h in handles])
@@ -73,8 +75,10 @@ def create_sandbox_workers(n: int, limits: SandboxConfig | None = None, name_pre
     return handles
 
 
-def _create_one(limits: SandboxConfig, name: str | None, namespace: str | None, num_cpus: float):
-    options: dict = {"num_cpus": num_cpus, "max_concurrency": 1}
+def _create_one(limits: SandboxConfig, name: str | None, namespace: str | None, num_cpus: float,
+                resources: dict | None = None):
+    # ``resources``: custom Ray resources (sandbox.resources, e.g. {sandbox_slot: 1} on CPU sandbox nodes).
+    options: dict = {"num_cpus": num_cpus, "max_concurrency": 1, "resources": dict(resources or {})}
     if name:
         options.update(name=name, namespace=namespace, get_if_exists=False)
     return ray.remote(SandboxWorker).options(**options).remote(limits)
@@ -84,13 +88,15 @@ class RaySandboxPool:
     """Dispatch jobs over worker actors: small batches, handed to whichever worker is free."""
 
     def __init__(self, handles: list, limits: SandboxConfig | None = None, batch_size: int = 8,
-                 name_prefix: str | None = None, namespace: str | None = None, num_cpus: float = 0.0):
+                 name_prefix: str | None = None, namespace: str | None = None, num_cpus: float = 0.0,
+                 resources: dict | None = None):
         if not handles:
             raise ValueError("RaySandboxPool needs at least one worker handle")
         self.handles = list(handles)
         self.limits = limits or SandboxConfig()
         self.batch_size = max(1, batch_size)
         self._name_prefix, self._namespace, self._num_cpus = name_prefix, namespace, num_cpus
+        self._resources = dict(resources or {})
         self.replaced = 0  # workers replaced after dying, for metrics
 
     def isolation_level(self) -> str:
@@ -109,10 +115,10 @@ class RaySandboxPool:
         except Exception:  # noqa: BLE001 - already dead is the usual case
             pass
         try:
-            self.handles[index] = _create_one(self.limits, name, self._namespace, self._num_cpus)
+            self.handles[index] = _create_one(self.limits, name, self._namespace, self._num_cpus, self._resources)
         except ValueError:  # the dead actor's name is not released yet
             self.handles[index] = _create_one(self.limits, f"{name}-r{self.replaced + 1}", self._namespace,
-                                              self._num_cpus)
+                                              self._num_cpus, self._resources)
         self.replaced += 1
 
     def run(self, jobs: list[tuple[Problem, str]], use_grading_tests: bool = False) -> list[Verdict]:

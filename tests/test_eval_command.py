@@ -175,3 +175,23 @@ def test_eval_samples_names_the_bad_row(tmp_path, capsys):
     assert not out.exists()
     assert launch.main(["eval", "--dataset", str(problems)]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_config_places_the_eval_actors_as_its_eval_section_says(tmp_path, monkeypatch, capsys):
+    """`eval --config codet5-apps`: eight eval actors, each asking Ray for a whole GPU, graded under the preset's
+    sandbox limits (the call to `evaluate` is captured: no GPU here to place them on)."""
+    import evaluation.command
+
+    seen = {}
+
+    def capture(*args, **kwargs):
+        seen.update(kwargs)
+        raise evaluation.command.EvalError("captured")
+
+    monkeypatch.setattr(evaluation.command, "evaluate", capture)
+    argv = ["eval", "--model", "tiny:gpt2", "--dataset", "synthetic", "--limit", "1", "--out", str(tmp_path / "o")]
+    assert launch.main([*argv, "--config", "codet5-apps"]) == 2 and "captured" in capsys.readouterr().err
+    assert seen["samplers"] == 8 and seen["actor_options"] == {"num_cpus": 2.0, "num_gpus": 1.0, "resources": {}}
+    assert seen["limits"].program_timeout_s == 20.0
+    assert launch.main([*argv, "--config", "codet5-apps", "--samplers", "3"]) == 2 and seen["samplers"] == 3
+    assert launch.main([*argv, "--config", "nosuch"]) == 2 and "unknown preset 'nosuch'" in capsys.readouterr().err

@@ -55,10 +55,9 @@ def test_the_progress_line_says_what_the_run_waits_for():
 
 
 def test_why_an_actor_is_not_placed():
-    from cluster.placement import resource_request, why_unplaced
+    from cluster.placement import why_unplaced
 
-    request = resource_request(1, 0, {"sampler_slot": 1})
-    assert request == {"CPU": 1.0, "sampler_slot": 1.0}
+    request = {"CPU": 1.0, "sampler_slot": 1.0}
     head = {"Alive": True, "Resources": {"CPU": 4.0}}
     lost = {"Alive": False, "Resources": {"CPU": 1.0, "sampler_slot": 1.0}}
     assert why_unplaced(request, [head, lost]) == ("needs {CPU: 1, sampler_slot: 1}, which no live node offers "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -70,9 +69,9 @@ def load_run_config(args: argparse.Namespace):
 
 
 def cpus_needed(cfg) -> float:
-    workers = cfg.sandbox.num_workers or (os.cpu_count() or 1)
-    return (cfg.learner.num_ranks * cfg.learner.num_cpus + cfg.sampler.num_samplers * cfg.sampler.num_cpus
-            + workers * cfg.sandbox.num_cpus)
+    from cluster.placement import run_actors
+
+    return sum(dict(actor.request).get("CPU", 0.0) for actor in run_actors(cfg))
 
 
 def format_progress(p: Progress) -> str:
