@@ -89,15 +89,19 @@ class OnlineBuffer:
             self.state = pickle.loads(fallback[0].read_bytes(fallback[1]))
         wal = self.state_dir / "buffer.wal"
         if wal.exists():
-            with open(wal, "rb") as f:
+            with open(wal, "r+b") as f:
+                good = 0  # where the last whole record ends
                 while True:
                     try:
                         batch_id, batch = pickle.load(f)
                     except EOFError:
                         break
-                    except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError):
-                        break  # a torn last record: it was never acknowledged
+                    except Exception:  # noqa: BLE001 - any garbage: a torn last record, never acknowledged
+                        break
                     self._append(batch, batch_id)
+                    good = f.tell()
+                # Cut the torn tail off: records appended after it would otherwise be unreadable next time.
+                f.truncate(good)
         self.unread = sum(1 for e in self.state.entries if e.reads == 0)
 
     def snapshot(self, storage: Optional[RunStorage] = None, name: str = "") -> dict[str, Any]:

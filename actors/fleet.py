@@ -6,7 +6,9 @@ take the new pool between batches, and removed workers end only once every sampl
 set of samplers changes, ``on_samplers_changed`` runs (the weight-sync strategy re-forms its members).
 Where these actors run is decided here, with the Ray resources of each role from `cluster.placement` (the same
 table the learner group, the eval actors and `launch.py plan` use), so placement and recovery from a lost node
-have one home.
+have one home: samplers of a lost node are restarted by Ray wherever their resources are offered
+(on another node, or on the lost one when it comes back); until one runs again the fleet is ``stalled`` (the
+learner pauses rather than train on the buffer alone) and `waiting` says what for.
 """
 from __future__ import annotations
 
@@ -14,12 +16,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Optional
 
 import ray
 
 from actors.sampler import Sampler, SamplerStatus
-from cluster.placement import actor_options
+from cluster.placement import actor_options, bundle, why_unplaced
 from configs.schema import Config
 from sandbox.pool import RaySandboxPool, create_sandbox_workers
 
@@ -36,6 +38,8 @@ class Fleet:
         self._next_index = 0
         self.target = cfg.sampler.num_samplers  # `scale` before sampling starts only changes this
         self.restarts = 0
+        self._started: set[str] = set()  # samplers that have answered once (their process came up)
+        self._unplaced: set[str] = set()  # samplers that have never answered (no node offers their resources?)
         self.pool: Any = None  # a RaySandboxPool once `start_sandbox` ran
         self.pool_generation = 0
         self._sampler_args: tuple = ()
@@ -158,16 +162,34 @@ class Fleet:
             self._runs[name] = actor.run.remote()
             await self.on_samplers_changed()  # its new process is not in the weight-sync members yet
 
+    @property
+    def stalled(self) -> bool:
+        """Samplers are wanted but none runs: all died (a lost node) and wait to be placed again."""
+        return bool(self.samplers) and all(ref is None for ref in self._runs.values())
+
+    def waiting(self) -> Optional[str]:
+        """The samplers that died and are not running again yet, or were never placed (as of the last
+        `statuses`), and why (for the run's status line); or None."""
+        down = [name.rsplit(":", 1)[-1] for name, ref in self._runs.items()
+                if ref is None or name in self._unplaced]
+        if not down:
+            return None
+        why = why_unplaced(bundle(self.cfg, "sampler"))
+        return f"{', '.join(down)} ({why})" + ("; the learner pauses until a sampler runs" if self.stalled else "")
+
     async def statuses(self, timeout: float = 2.0) -> list[SamplerStatus]:
         """Statuses of the samplers that answer in time. A sampler still waiting for resources (scaled up past
         what the cluster has) or restarting does not answer; it must not stall the learner loop."""
         if not self.samplers:
             return []
-        tasks = [asyncio.ensure_future(a.status.remote()) for a in self.samplers.values()]
-        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        tasks = {name: asyncio.ensure_future(a.status.remote()) for name, a in self.samplers.items()}
+        done, pending = await asyncio.wait(tasks.values(), timeout=timeout)
         for task in pending:
             task.cancel()
-        return [t.result() for t in done if t.exception() is None]
+        answered = {name for name, t in tasks.items() if t in done and t.exception() is None}
+        self._started |= answered
+        self._unplaced = {name for name in tasks if name not in self._started}
+        return [tasks[name].result() for name in tasks if name in answered]
 
     @property
     def sandbox_workers(self) -> int:

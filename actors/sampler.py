@@ -79,11 +79,17 @@ class Sampler:
     # --- weights -------------------------------------------------------------------------------------------
     def refresh_weights(self) -> bool:
         """Load the newest published weights if they are newer than ours. Called between batches."""
+        import ray
+
         with self._model_lock:  # also called from `evaluate`'s thread: one fetch per version
             info = self.weight_sync.latest()
             if info is None or info.version <= self.version:
                 return False
-            info, state = self.weight_sync.fetch()
+            try:
+                info, state = self.weight_sync.fetch()
+            except ray.exceptions.ObjectLostError:
+                # Their sender (learner rank 0) died: keep ours until its restarted group publishes the next one.
+                return False
             self.backend.load_weights(state)
             self.version = info.version
         lag = time.time() - info.pushed_at

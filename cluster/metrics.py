@@ -20,6 +20,7 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], Optional[list[float]]]] 
     "rltf_buffer_staleness": ("gauge", "mean policy-version lag of buffered trajectories", (), None),
     "rltf_learner_step": ("gauge", "learner optimizer steps taken", (), None),
     "rltf_learner_loss": ("gauge", "RL loss per token of the latest step", (), None),
+    "rltf_learner_restarts": ("gauge", "learner groups restarted from a checkpoint after a rank died", (), None),
     "rltf_learner_step_seconds": ("histogram", "wall time of one learner optimizer step", (),
                                   [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60]),
     "rltf_policy_version": ("gauge", "weight version a sampler runs", ("sampler",), None),

@@ -224,3 +224,24 @@ def shared_visible_gpus(assignments: Sequence[tuple[str, Sequence[str]]]) -> lis
             owners[gpu] = rank
     ordered = {node: sorted(owners, key=lambda g: (len(g), g)) for node, owners in by_node.items()}
     return [ordered[node] if gpu_ids else [] for node, gpu_ids in assignments]
+
+
+# --- at run time: why an actor is not running ------------------------------------------------------------------
+def format_request(request: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(request.items())) + "}"
+
+
+def why_unplaced(request: dict[str, float], nodes: Optional[list[dict]] = None) -> str:
+    """Why an actor or bundle asking for ``request`` (a `bundle`) is not running, judged from the live nodes'
+    totals (``ray.nodes()``): no live node offers that much (it waits for a node that does, e.g. a lost one coming
+    back; Ray restarts actors and re-places bundles by itself once one does), or some node does (it is starting
+    there, or waits for those resources to be freed)."""
+    if nodes is None:
+        import ray
+
+        nodes = ray.nodes()
+    live = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
+    if any(all(totals.get(k, 0.0) >= v for k, v in request.items()) for totals in live):
+        return f"starting, or waiting for {format_request(request)} to be free"
+    return (f"needs {format_request(request)}, which no live node offers ({len(live)} live): "
+            "waiting for a node that does")

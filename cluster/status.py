@@ -26,6 +26,10 @@ def format_status(s: dict) -> str:
     ]
     for name, version in sorted(s.get("sampler_versions", {}).items()):
         lines.append(f"  {name}: running weight version {version}")
+    if s.get("waiting"):
+        lines.append(f"waiting for {s['waiting']}")
+    if s.get("learner_restarts"):
+        lines.append(f"learner restarts: {s['learner_restarts']}")
     return "\n".join(lines)
 
 

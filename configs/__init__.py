@@ -169,6 +169,7 @@ def validate(cfg: Config) -> Config:
         "learner.warmup_steps": cfg.learner.warmup_steps,
         "learner.weight_decay": cfg.learner.weight_decay,
         "learner.checkpoint_every_s": cfg.learner.checkpoint_every_s,
+        "learner.max_restarts": cfg.learner.max_restarts,
         "run.max_wall_s": cfg.run.max_wall_s,
         "reward.penalty": cfg.reward.penalty,
         "eval.every_steps": cfg.eval.every_steps,

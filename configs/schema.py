@@ -132,6 +132,9 @@ class LearnerConfig:
     publish_every: int = 2  # push weights to samplers every K optimizer steps
     checkpoint_every: int = 50  # 0 = only at the end
     checkpoint_every_s: float = 0.0  # also checkpoint every this many seconds of training (0 = off)
+    # A learner rank that dies restarts the learner group from the last checkpoint, at most this many times a run
+    # (0: the run stops and names `train --resume`).
+    max_restarts: int = 3
     # False: the supervised-only control: the same optimizer steps with each RL micro-step replaced by a
     # supervised one, and no samplers.
     rl: bool = True

@@ -66,28 +66,35 @@ def cluster(tmp_path_factory):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def stop_processes_under(marker: str) -> None:
-    """SIGTERM, then SIGKILL, every process whose command line names ``marker`` (this cluster's temp dir) and
-    all their descendants (actor workers and agents rename themselves `ray::...`)."""
-    def processes() -> dict[int, tuple[int, str]]:
-        table = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                    table[int(entry.name)] = (ppid, (entry / "cmdline").read_bytes().decode(errors="replace"))
-                except (OSError, IndexError, ValueError):
-                    pass
-        return table
+def process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process on the machine."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                table[int(entry.name)] = (ppid, (entry / "cmdline").read_bytes().decode(errors="replace"))
+            except (OSError, IndexError, ValueError):
+                pass
+    return table
 
-    table = processes()
-    doomed = {pid for pid, (_, cmd) in table.items() if marker in cmd and pid != os.getpid()}
-    grew = True
+
+def with_descendants(roots: set[int], table: dict[int, tuple[int, str]]) -> set[int]:
+    found, grew = set(roots), True
     while grew:
-        children = {pid for pid, (ppid, _) in table.items() if ppid in doomed} - doomed
+        children = {pid for pid, (ppid, _) in table.items() if ppid in found} - found
         grew = bool(children)
-        doomed |= children
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+        found |= children
+    return found
+
+
+def stop_processes_under(marker: str, signals=(signal.SIGTERM, signal.SIGKILL)) -> None:
+    """Send ``signals`` in turn (SIGTERM, then SIGKILL) to every process whose command line names ``marker``
+    (a node's own temp dir) and all their descendants (actor workers and agents rename themselves `ray::...`)."""
+    table = process_table()
+    doomed = with_descendants({pid for pid, (_, cmd) in table.items() if marker in cmd and pid != os.getpid()},
+                              table)
+    for sig in signals:
         for pid in doomed:
             try:
                 os.kill(pid, sig)

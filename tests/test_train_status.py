@@ -46,3 +46,43 @@ def test_progress_lines_and_records():
     status = RunStatus("run", rl, {"sampler": 1}, BufferStats(size=40, capacity=256, accepted=52)).to_dict()
     assert (status["phase"], status["run"], status["buffer"]["accepted"], status["actors"]) == ("rl", "run", 52,
                                                                                                 {"sampler": 1})
+
+
+def test_the_progress_line_says_what_the_run_waits_for():
+    waiting = Progress(Phase.RL.value, 61, 3, waiting="sampler-0 (needs {CPU: 1, sampler_slot: 1}, ...)")
+    assert format_progress(waiting) == "[rl] | waiting for sampler-0 (needs {CPU: 1, sampler_slot: 1}, ...)"
+    assert waiting.flat()["waiting"].startswith("sampler-0") and "waiting" not in Progress("rl").flat()
+
+
+def test_why_an_actor_is_not_placed():
+    from cluster.placement import why_unplaced
+
+    request = {"CPU": 1.0, "sampler_slot": 1.0}
+    head = {"Alive": True, "Resources": {"CPU": 4.0}}
+    lost = {"Alive": False, "Resources": {"CPU": 1.0, "sampler_slot": 1.0}}
+    assert why_unplaced(request, [head, lost]) == ("needs {CPU: 1, sampler_slot: 1}, which no live node offers "
+                                                   "(1 live): waiting for a node that does")
+    back = {"Alive": True, "Resources": {"CPU": 1.0, "sampler_slot": 1.0}}
+    assert why_unplaced(request, [head, lost, back]).startswith("starting, or waiting for {CPU: 1, sampler_slot: 1}")
+    # Enough of each resource in the cluster, but on no single node, does not place it either.
+    split = {"Alive": True, "Resources": {"sampler_slot": 1.0}}
+    assert "which no live node offers (2 live)" in why_unplaced(request, [head, split])
+
+
+def test_one_controller_per_run_directory(tmp_path):
+    import threading
+
+    from train.recovery import RunInUse, hold_run_dir
+
+    first = hold_run_dir(tmp_path)
+    with pytest.raises(RunInUse, match="in use by a live run"):
+        hold_run_dir(tmp_path, wait_s=0.6)
+    got = []
+    waiting = threading.Thread(target=lambda: got.append(hold_run_dir(tmp_path, wait_s=10)))
+    waiting.start()
+    waiting.join(0.5)
+    assert waiting.is_alive()  # a resumed run waits ...
+    first.close()  # ... until the old controller's process is gone and the kernel drops its lock
+    waiting.join(5)
+    assert got and not waiting.is_alive()
+    got[0].close()

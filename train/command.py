@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from cluster.storage import RunStorage, in_job_working_dir, is_uri, join
 from learner.checkpoints import RunCheckpoints
@@ -74,12 +75,14 @@ def cpus_needed(cfg) -> float:
 
 
 def format_progress(p: Progress) -> str:
-    """One line of progress: the learner's loss while there is no sampling, else sampling, buffer and weights."""
+    """One line of progress: the learner's loss while there is no sampling, else sampling, buffer and weights;
+    then what the run waits for, if anything."""
+    waiting = f" | waiting for {p.waiting}" if p.waiting else ""
     if p.sampling is None:
         if p.phase in (Phase.WARM_START.value, Phase.SUPERVISED.value) and "sl_nll" in p.learner:
             return (f"[{p.phase.replace('_', ' ')}] step {p.step} sl_nll {p.learner['sl_nll']:.3f} "
-                    f"lr {p.learner.get('lr', 0):.2e}")
-        return f"[{p.phase}]"
+                    f"lr {p.learner.get('lr', 0):.2e}{waiting}")
+        return f"[{p.phase}]{waiting}"
     s, loss = p.sampling, p.learner.get("loss_rl")
     versions = ",".join(str(v) for v in s.sampler_versions.values())
     sync = f", sync {s.weight_sync_s:.2f}s" if s.weight_sync_s is not None else ""
@@ -92,8 +95,36 @@ def format_progress(p: Progress) -> str:
         f"[{p.phase}] step {p.step} | v{p.version} (samplers: {versions or '-'}{sync}) | "
         f"{s.samples_per_s:.1f} samples/s | pass {s.pass_rate:.3f} | reward {s.mean_reward:+.3f} | "
         f"buffer {s.buffer_size}/{s.buffer_capacity} | lag {s.policy_lag:.2f} | "
-        f"loss {'-' if loss is None else f'{loss:+.4f}'}{heldout}"
+        f"loss {'-' if loss is None else f'{loss:+.4f}'}{heldout}{waiting}"
     )
+
+
+def start_controller(cfg, run_dir: str | Path, resume: bool) -> Any:
+    """The run's controller actor on this (the driver's) node, which writes the run's log. Its name may still be
+    taken by the run of a killed driver, which Ray is ending: wait for that, not for a live run."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from train.controller import Controller
+    from train.recovery import RunInUse
+
+    here = ray.get_runtime_context().get_node_id()
+    location = str(run_dir) if is_uri(str(run_dir)) else str(Path(run_dir).resolve())
+    name, deadline, told = f"{cfg.run.name}:controller", time.time() + 120, False
+    while True:
+        try:
+            return ray.remote(Controller).options(
+                name=name, num_cpus=0, max_concurrency=32,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
+            ).remote(cfg, location, resume)
+        except ValueError:
+            if time.time() > deadline:
+                raise RunInUse(f"a run named {cfg.run.name!r} is live on this cluster ({name}); stop it, or give "
+                               "this one another --run.name") from None
+            if not told:
+                print(f"waiting for the previous {name} to end", flush=True)
+                told = True
+            time.sleep(1.0)
 
 
 def run_controller(cfg, run_dir: str | Path, resume: bool = False, teardown: bool = False) -> RunSummary:
@@ -101,16 +132,8 @@ def run_controller(cfg, run_dir: str | Path, resume: bool = False, teardown: boo
     ``run_dir``: the run's folder (a path or a URI). ``teardown``: end the run's actors afterwards (for several
     runs on one cluster, as bench/learning.py does)."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from train.controller import Controller
-
-    here = ray.get_runtime_context().get_node_id()
-    controller = ray.remote(Controller).options(
-        name=f"{cfg.run.name}:controller", num_cpus=0, max_concurrency=32,
-        # The controller writes the run's log: keep it on this (the driver's) node.
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
-    ).remote(cfg, str(run_dir) if is_uri(str(run_dir)) else str(Path(run_dir).resolve()), resume)
+    controller = start_controller(cfg, run_dir, resume)
     done = controller.run.remote()
     last = ""
     try:
@@ -143,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cluster.connect import init_ray
     from configs import ConfigError
+    from train.recovery import RunInUse
 
     try:
         cfg = load_run_config(args)
@@ -164,6 +188,9 @@ def run(args: argparse.Namespace) -> int:
           f"`python launch.py status|scale --address {address} --run {cfg.run.name}`", flush=True)
     try:
         summary = run_controller(cfg, location, resume=bool(args.resume))
+    except RunInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except ray.exceptions.RayError as exc:
         print(exc, file=sys.stderr)
         lines = [l for l in str(exc).splitlines() if l.strip()]

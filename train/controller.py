@@ -10,6 +10,10 @@ Each switch is one object chosen when the run is built: where batches come from 
 reach the samplers (`learner.WEIGHT_SYNCS`); the fleet of samplers and sandbox workers is `actors.fleet.Fleet`,
 the learner ranks `learner.group.LearnerGroup`, the checkpoint layout `learner.checkpoints`. Every actor is named
 ``<run>:<role>`` in the run's Ray namespace; `status` and `scale` answer at any time while `run` loops.
+
+Faults: samplers and sandbox workers are the fleet's (Ray restarts them, on another node if theirs is lost); the
+buffer restarts from its snapshot and log; a learner rank that dies makes `train.recovery` start the learner
+group again from the last checkpoint, and warm start and loop go on from its step.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import time
 from typing import Any, Optional
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.buffer import BufferStats, OnlineBuffer
 from actors.fleet import Fleet
@@ -31,8 +36,9 @@ from configs.schema import Config
 from evaluation.heldout import HeldOutEval, load_heldout
 from learner import make_weight_sync
 from learner.checkpoints import BUFFER_SNAPSHOT, Checkpoint, CheckpointState, RunCheckpoints
-from learner.group import LearnerGroup
+from learner.group import LearnerDied, LearnerGroup
 from learner.weight_sync import WeightStore, WeightSyncError
+from train.recovery import LearnerRecovery, hold_run_dir
 from train.run_log import RunLog
 from train.sources import make_source
 from train.status import Phase, Progress, RunStatus, RunSummary, SamplingStats
@@ -45,6 +51,8 @@ class Controller:
         """``location``: the run's folder in its storage (a path or a URI, `cluster.storage`)."""
         self.cfg, self.location, self.resume = cfg, location, resume
         self.storage = RunStorage(location)
+        # First of all: a killed driver's run must be gone before this one touches its files.
+        self._lock = hold_run_dir(self.storage.local_dir())
         self.phase = Phase.STARTING
         self.step = self.version = 0
         self.version_steps: dict[int, int] = {}  # weight version -> the learner step it was published at
@@ -56,16 +64,24 @@ class Controller:
         self.metrics = RunMetrics(cfg.run.name, "controller")
         self.checkpoints = RunCheckpoints(self.storage)
         latest = self.checkpoints.latest() if resume else None
-        self.store = ray.remote(WeightStore).options(name=self.actor_name("weights"), num_cpus=0).remote()
+        # The buffer's log and the weight store's reference to the published weights live here, with the run's
+        # log: on this node.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        # Killed, the store comes back empty: samplers keep their weights until the next publish fills it.
+        self.store = ray.remote(WeightStore).options(name=self.actor_name("weights"), num_cpus=0, max_restarts=-1,
+                                                     max_task_retries=-1, scheduling_strategy=here).remote()
         self.weight_sync = make_weight_sync(cfg.weights.transport, self.store)
         self.buffer = ray.remote(OnlineBuffer).options(
             # Killed, it restarts from its snapshot and log; calls made meanwhile are retried, not lost.
             name=self.actor_name("buffer"), num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=64,
+            scheduling_strategy=here,
         ).remote(cfg.buffer, str(self.storage.local_dir() / "buffer"), cfg.run.seed,
                  latest and (latest.storage, latest.file_name(BUFFER_SNAPSHOT)))
         self.learners = LearnerGroup(cfg, self.actor_name, location)
+        self.recovery = LearnerRecovery(self)
         self.fleet = Fleet(cfg, self.actor_name, self.samplers_changed, self.log.write)
         self.source = make_source(self)
+        self.problems_ref: Any = None
 
     def actor_name(self, role: str) -> str:
         return f"{self.cfg.run.name}:{role}"
@@ -76,8 +92,13 @@ class Controller:
         if self.resume:
             await self._restore()
         self.train_started = self.last_checkpoint = time.time()  # `max_wall_s` counts training, not start-up
-        await self._warm_start()
-        await self._loop()
+        while True:
+            try:
+                await self._warm_start()
+                await self._loop()
+                break
+            except LearnerDied as died:  # restart the learner group from the last checkpoint, or give up
+                await self.recovery.recover(died)
         return await self._finish()
 
     async def _build(self) -> None:
@@ -91,10 +112,10 @@ class Controller:
         if cfg.eval.every_steps and cfg.learner.rl and cfg.learner.online:  # evaluated by the online samplers
             self.heldout = HeldOutEval(cfg, load_heldout(cfg), self._heldout_record,
                                        lambda version: self.version_steps.get(version, self.step))
-        problems_ref = ray.put(problems)
+        self.problems_ref = ray.put(problems)
         self.fleet.start_sandbox()
-        self.fleet.supply(problems_ref, self.buffer, self.weight_sync)
-        info = await self.learners.start(problems_ref)
+        self.fleet.supply(self.problems_ref, self.buffer, self.weight_sync)
+        info = await self.learners.start(self.problems_ref)
         self.log.write({"kind": "setup", "problems": len(problems), **info})
 
     async def _warm_start(self) -> None:
@@ -108,6 +129,8 @@ class Controller:
             self.progress_ = Progress(self.phase.value, self.step, self.version, learner=metrics)
             if self.step % 10 == 0 or self.step == steps:
                 self.log.write({"kind": "warm_start", **metrics})
+        if self.step == steps and self.cfg.learner.total_steps:
+            await self._checkpoint()  # a learner that dies later restarts from here, not from the initial model
 
     async def _loop(self) -> None:
         learner = self.cfg.learner
@@ -146,9 +169,7 @@ class Controller:
             await self.heldout.wait()
         final = await self._tick()
         await self.fleet.stop_samplers(self.buffer.close.remote)
-        seqs = await self.buffer.sequence_numbers.remote()
-        self.log.write({"kind": "event", "event": "buffer_closed", "buffer_size": len(seqs),
-                        "buffer_seq_sum": sum(seqs), "buffer_accepted": (await self.buffer.stats.remote()).accepted})
+        self.log.write({"kind": "event", "event": "buffer_closed", **await self._buffer_accounting()})
         checkpoint = self.checkpoints.latest()
         if checkpoint is None or checkpoint.step != self.step:
             checkpoint = await self._checkpoint()
@@ -178,7 +199,7 @@ class Controller:
     async def publish(self) -> None:
         """Send the learner's current weights to the samplers as the next version."""
         try:
-            info = await self.weight_sync.publish(self.learners.sender, self.version + 1)
+            info = await self.learners.on_sender(lambda sender: self.weight_sync.publish(sender, self.version + 1))
         except WeightSyncError:
             # A receiver died or left: re-form the members from the live samplers, which publishes again.
             self.log.write({"kind": "event", "event": "weight_group_failed", "step": self.step})
@@ -190,7 +211,10 @@ class Controller:
             self.log.write({"kind": "event", "event": "publish", "step": self.step, **info})
 
     async def samplers_changed(self) -> None:
-        members = await self.weight_sync.set_members(self.learners.sender, list(self.fleet.samplers.values()))
+        if self.recovery.status is not None:
+            return  # the learner group is restarting; it re-forms the members and publishes when it is back
+        members = await self.learners.on_sender(
+            lambda sender: self.weight_sync.set_members(sender, list(self.fleet.samplers.values())))
         if members is not None:  # newcomers have no weights until the current ones go out again
             self.log.write({"kind": "event", "event": "weight_group", **members})
             await self.publish()
@@ -257,10 +281,17 @@ class Controller:
         state = latest.state()
         self.step, self.version = state.step, state.version
         # The buffer actor restored itself from the run's buffer/ (snapshot + log): record what it holds.
-        seqs = await self.buffer.sequence_numbers.remote()
         self.log.write({"kind": "event", "event": "resumed", "step": self.step, "path": latest.location,
-                        "buffer_size": len(seqs), "buffer_seq_sum": sum(seqs),
-                        "buffer_accepted": (await self.buffer.stats.remote()).accepted})
+                        **await self._buffer_accounting()})
+
+    async def _buffer_accounting(self) -> dict[str, int]:
+        """What the buffer holds (count and sum of sequence numbers, which are consecutive from 0 in order of
+        acceptance) against what it ever accepted, evicted, and evicted before the learner read it."""
+        seqs = await self.buffer.sequence_numbers.remote()
+        stats: BufferStats = await self.buffer.stats.remote()
+        return {"buffer_size": len(seqs), "buffer_seq_sum": sum(seqs), "buffer_accepted": stats.accepted,
+                "buffer_evicted": stats.evicted, "buffer_evicted_unread": stats.evicted_unread,
+                "buffer_unread": stats.unread}
 
     # --- progress, status, scale ----------------------------------------------------------------------------
     async def _tick(self, learner_metrics: Optional[dict[str, Any]] = None) -> Progress:
@@ -274,12 +305,14 @@ class Controller:
             pass_rate=sum(s.passed for s in statuses) / max(samples, 1),
             mean_reward=sum(s.reward_sum for s in statuses) / max(samples, 1),
             buffer_size=buffer.size, buffer_capacity=buffer.capacity, buffer_unread=buffer.unread,
+            buffer_accepted=buffer.accepted,
             policy_lag=buffer.staleness_mean, sampler_versions={s.sampler_id: s.policy_version for s in statuses},
             weight_sync_s=max((s.weight_sync_s[-1] for s in statuses if s.weight_sync_s), default=None),
             sampler_restarts=self.fleet.restarts,
         )
         self.progress_ = Progress(self.phase.value, self.step, self.version, round(elapsed, 1),
-                                  learner_metrics or {}, sampling, self.last_heldout)
+                                  learner_metrics or {}, sampling, self.last_heldout, self._waiting(),
+                                  self.recovery.restarts)
         m = self.metrics
         m.record("rltf_pass_rate", sampling.pass_rate)
         m.record("rltf_mean_reward", sampling.mean_reward)
@@ -288,11 +321,18 @@ class Controller:
         m.record("rltf_buffer_staleness", buffer.staleness_mean, role="buffer")
         m.record("rltf_learner_step", self.step, role="learner")
         m.record("rltf_learner_loss", (learner_metrics or {}).get("loss_rl"), role="learner")
+        m.record("rltf_learner_restarts", self.recovery.restarts, role="learner")
         m.record("rltf_actors", len(statuses), role="sampler")
         return self.progress_
 
     def progress(self) -> Progress:
-        return dataclasses.replace(self.progress_, phase=self.phase.value)
+        """The latest progress, with what the run waits for now (a learner restart, samplers of a lost node)."""
+        return dataclasses.replace(self.progress_, phase=self.phase.value, waiting=self._waiting(),
+                                   learner_restarts=self.recovery.restarts)
+
+    def _waiting(self) -> Optional[str]:
+        parts = (self.recovery.status, self.learners.waiting, self.fleet.waiting())
+        return "; ".join(p for p in parts if p) or None
 
     async def status(self) -> RunStatus:
         """Live state for `launch.py status`: recomputed now, not the last progress line."""

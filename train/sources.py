@@ -59,7 +59,7 @@ class BatchSource:
         return True
 
     async def start(self) -> None:
-        """Before the first step after the warm start."""
+        """Before the first step after the warm start, and again after the learner group was restarted."""
 
     async def next_batch(self) -> Optional[LearnerBatch]:
         """The next step's batch; None while there is none yet."""
@@ -84,12 +84,15 @@ class OnlineSource(BatchSource):
     phase = Phase.RL
 
     async def start(self) -> None:
+        # After a learner restart too: its new rank 0 publishes the restored weights, so samplers run them.
         await self.run.start_sampling()
 
     async def next_batch(self) -> Optional[LearnerBatch]:
         """A batch from the buffer; None while it cannot give one (below min_fill)."""
         learner = self.run.cfg.learner
         await self.run.fleet.restart_dead()
+        if self.run.fleet.stalled:  # every sampler is gone (a lost node): wait for one rather than train on stale data
+            return None
         shards = await self.run.buffer.sample.remote(learner.batch_size * learner.grad_accum, learner.num_ranks)
         return None if shards is None else LearnerBatch(shards)
 
@@ -103,10 +106,16 @@ class OfflineSource(OnlineSource):
     def __init__(self, run: Run) -> None:
         super().__init__(run)
         self.filled = False  # the fixed buffer is full and the samplers are gone
+        self.started = False
 
     @property
     def samples(self) -> bool:
         return not self.filled
+
+    async def start(self) -> None:
+        if not self.started:  # once: only the starting policy is published, not the weights of a learner restart
+            self.started = True
+            await super().start()
 
     async def next_batch(self) -> Optional[LearnerBatch]:
         if not self.filled:

@@ -30,6 +30,7 @@ class SamplingStats:
     buffer_size: int = 0
     buffer_capacity: int = 0
     buffer_unread: int = 0
+    buffer_accepted: int = 0  # ever, across buffer restarts (it never goes down: nothing acknowledged is lost)
     policy_lag: float = 0.0  # mean policy-version lag of the buffered trajectories
     sampler_versions: dict[str, int] = field(default_factory=dict)  # the weight version each sampler runs
     weight_sync_s: Optional[float] = None  # latest push -> running time of any sampler
@@ -47,11 +48,16 @@ class Progress:
     learner: dict[str, float] = field(default_factory=dict)  # the latest learner step's metrics (sl_nll, lr, ...)
     sampling: Optional[SamplingStats] = None  # None until sampling starts (and in the supervised-only control)
     heldout: dict[str, Any] = field(default_factory=dict)  # the latest held-out evaluation (step, eval_pass@...)
+    # What the run waits for, if anything: a learner restart, a placement, samplers of a lost node coming back.
+    waiting: Optional[str] = None
+    learner_restarts: int = 0  # learner groups restarted from a checkpoint after a rank died
 
     def flat(self) -> dict[str, Any]:
         """One flat record: what the progress adds to the run's metrics.jsonl and summary.json."""
         out = {"phase": self.phase, "step": self.step, "version": self.version, "elapsed_s": self.elapsed_s,
-               **self.learner}
+               "learner_restarts": self.learner_restarts, **self.learner}
+        if self.waiting:
+            out["waiting"] = self.waiting
         if self.sampling is not None:
             out.update(asdict(self.sampling), loss=self.learner.get("loss_rl"))
         if self.heldout:
