@@ -1,8 +1,11 @@
 """The sandbox in Ray: worker actors (each owns one fork-server) and a dispatcher that spreads jobs over them.
 
 This module imports Ray; `sandbox/__init__` does not import it, so the rest of the sandbox stays Ray-free.
-A worker actor that dies (its process killed, its node lost) is replaced and its unfinished jobs are retried
-once on the replacement; if that fails too, those jobs get ``infra_error`` verdicts, never a program failure.
+A worker actor whose process dies (killed, its node lost) is restarted by Ray in place (``max_restarts``: same
+name and handle, still owned by whoever created the pool, so it does not share the fate of the sampler that
+noticed) and the batch it had is retried on it by Ray once (``max_task_retries``). A worker that is gone for good,
+or does not answer within a bound, is replaced and its batch retried once; if that fails too, those jobs get
+``infra_error`` verdicts, never a program failure.
 A worker that cannot isolate programs (`SandboxUnavailable` in its constructor) is not retried: the pool raises
 that error, with its explanation, to the caller, so a run stops instead of grading without isolation.
 """
@@ -13,7 +16,7 @@ import logging
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-from cluster.dispatch import dispatch
+from cluster.dispatch import DispatchTimeout, dispatch
 from configs.schema import SandboxConfig
 from sandbox.isolation import SandboxUnavailable
 from sandbox.local_pool import default_num_workers, detach_grader_process, infra_error, run_job
@@ -78,7 +81,8 @@ def create_sandbox_workers(n: int, limits: SandboxConfig | None = None, name_pre
 def _create_one(limits: SandboxConfig, name: str | None, namespace: str | None, num_cpus: float,
                 resources: dict | None = None):
     # ``resources``: custom Ray resources (sandbox.resources, e.g. {sandbox_slot: 1} on CPU sandbox nodes).
-    options: dict = {"num_cpus": num_cpus, "max_concurrency": 1, "resources": dict(resources or {})}
+    options: dict = {"num_cpus": num_cpus, "max_concurrency": 1, "resources": dict(resources or {}),
+                     "max_restarts": -1, "max_task_retries": 1}
     if name:
         options.update(name=name, namespace=namespace, get_if_exists=False)
     return ray.remote(SandboxWorker).options(**options).remote(limits)
@@ -139,8 +143,8 @@ class RaySandboxPool:
             unavailable = _unavailable(exc)
             if unavailable is not None:
                 raise unavailable from None
-            if isinstance(exc, _DEAD_ACTOR_ERRORS):
-                log.warning("sandbox worker %d died (%s); replacing it", worker, type(exc).__name__)
+            if isinstance(exc, (*_DEAD_ACTOR_ERRORS, DispatchTimeout)):
+                log.warning("sandbox worker %d died or hangs (%s); replacing it", worker, type(exc).__name__)
                 self._replace(worker)
             else:
                 log.error("sandbox batch failed on worker %d: %s", worker, exc)
@@ -151,5 +155,7 @@ class RaySandboxPool:
                 results[i] = infra_error(jobs[i][0], f"sandbox batch failed twice: {type(exc).__name__}")
             return None
 
-        dispatch(self.handles, batches, submit, on_result, on_error)
+        # A backstop, not a latency target: a batch may queue behind other samplers' batches on its worker.
+        bound = 4 * self.batch_size * self.limits.program_timeout_s + 60.0
+        dispatch(self.handles, batches, submit, on_result, on_error, timeout_s=bound)
         return results  # type: ignore[return-value]

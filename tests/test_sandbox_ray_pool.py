@@ -43,6 +43,53 @@ def test_pool_grades_in_order_and_survives_dead_workers(ray_local):
     assert ray.get(pool.handles[0].info.remote())["actor_pid"] != info["actor_pid"]
 
 
+@pytest.mark.slow
+def test_a_worker_whose_process_is_killed_is_restarted_in_place(ray_local):
+    """SIGKILL of the worker's process (a crash, the OOM killer, a chaos test): Ray restarts it under the same
+    handle and retries its batch; nobody creates a new actor (one created by a sampler would die with it)."""
+    import os
+    import signal
+
+    pool = RaySandboxPool(create_sandbox_workers(1, LIMITS), LIMITS, batch_size=2)
+    handle, pid = pool.handles[0], ray.get(pool.handles[0].info.remote())["actor_pid"]
+    os.kill(pid, signal.SIGKILL)
+    jobs = [(ADD, GOOD if i % 2 else BAD) for i in range(6)]
+    assert [v.outcome for v in pool.run(jobs)] == ["failed", "passed"] * 3
+    assert pool.handles[0] is handle and pool.replaced == 0
+    assert ray.get(handle.info.remote())["actor_pid"] != pid
+
+
+@ray.remote
+class _Hanging:
+    def run(self, item):
+        import time
+
+        if item == "hang":
+            time.sleep(3600)
+        return item
+
+
+@pytest.mark.slow
+def test_dispatch_gives_up_on_an_item_without_a_result_in_time(ray_local):
+    """An actor that hangs (or never starts) must not stall the caller: the item fails with DispatchTimeout."""
+    import time
+
+    from cluster.dispatch import DispatchTimeout, dispatch
+
+    actors = [_Hanging.options(num_cpus=0).remote(), _Hanging.options(num_cpus=0).remote()]
+    results, errors = [], []
+
+    def on_error(index, item, exc):
+        errors.append((item, type(exc)))
+        actors[index] = _Hanging.options(num_cpus=0).remote()  # the hanging actor is replaced, as the pool does
+
+    start = time.monotonic()
+    dispatch(actors, ["a", "hang", "b", "c"], lambda actor, item: actor.run.remote(item),
+             lambda item, result: results.append(result), on_error, timeout_s=3.0)
+    assert sorted(results) == ["a", "b", "c"] and errors == [("hang", DispatchTimeout)]
+    assert time.monotonic() - start < 30
+
+
 @ray.remote
 class _AlwaysDying:
     """Stands in for a worker whose process dies on every batch (e.g. its node keeps failing)."""
