@@ -35,9 +35,12 @@ def test_sampler_stacks_fall_in_generation_sandbox_and_back_pressure(classify):
         == "sampler: generation, model forward"
     assert classify(stack("Sampler.run (actors/sampler.py:186)", *gen)) \
         == "sampler: generation, sampling loop (top-p, cache, stopping)"
-    logits = line_of("models/generation.py", "torch.stack(out.logits")
-    assert classify(stack("Sampler.sample_batch (actors/sampler.py:113)", f"generate_programs ({logits}")) \
-        == "sampler: behaviour log-probs (stack logits, log_softmax)"
+    logprobs = line_of("models/generation.py", "logprobs[rows, step] =")
+    assert classify(stack("Sampler.sample_batch (actors/sampler.py:113)", "generate_programs (models/generation.py:64)",
+                          f"decode_causal ({logprobs}")) == "sampler: behaviour log-probs (log_softmax, gather)"
+    assert classify(stack("Sampler.sample_batch (actors/sampler.py:113)", "generate_programs (models/generation.py:64)",
+                          "decode_causal (models/generation.py:120)")) \
+        == "sampler: generation, sampling loop (top-p, cache, stopping)"
     assert classify(stack("Sampler.run (actors/sampler.py:190)", "Sampler._push (actors/sampler.py:207)",
                           "wait (ray/_private/worker.py:3100)")) == "sampler: waiting under back-pressure (buffer.put)"
     # taking new weights while held by back-pressure is weight traffic, not waiting
