@@ -41,9 +41,10 @@ def rules() -> list[tuple[str, tuple[str, ...]]]:
         ("sampler: generation, sampling loop (top-p, cache, stopping)", ("generate_programs", "generate (")),
         ("sampler: generation, decode and bookkeeping", ("generate_programs",)),
         ("sampler: waiting for sandbox verdicts", ("run (sandbox/pool.py",)),
-        ("sampler: rewards (score_program)", ("sample_batch (actors/sampler.py", "rewards/")),
-        ("sampler: batch bookkeeping (trajectories, metrics)", ("sample_batch (actors/sampler.py",)),
-        ("sampler: waiting under back-pressure (buffer.put)", ("_push (actors/sampler.py",)),
+        ("sampler: rewards (score_program)", ("grade_batch (actors/sampler.py", "rewards/")),
+        ("sampler: batch bookkeeping (trajectories, metrics)", ("_batch (actors/sampler.py",)),
+        ("sampler: waiting under back-pressure (buffer.put)", ("_wait_pushed (actors/sampler.py",)),
+        ("sampler: grading thread, waiting under back-pressure (buffer.put)", ("_grade_and_push (actors/sampler.py",)),
         ("sampler: waiting for the first weights", (line_of("actors/sampler.py", "time.sleep(0.2)"),)),
         # the sandbox worker
         ("sandbox: trusted-side grading", ("run_batch (sandbox/pool.py", "sandbox/grading.py")),

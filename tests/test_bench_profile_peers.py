@@ -41,10 +41,10 @@ def test_sampler_stacks_fall_in_generation_sandbox_and_back_pressure(classify):
     assert classify(stack("Sampler.sample_batch (actors/sampler.py:113)", "generate_programs (models/generation.py:64)",
                           "decode_causal (models/generation.py:120)")) \
         == "sampler: generation, sampling loop (top-p, cache, stopping)"
-    assert classify(stack("Sampler.run (actors/sampler.py:190)", "Sampler._push (actors/sampler.py:207)",
-                          "wait (ray/_private/worker.py:3100)")) == "sampler: waiting under back-pressure (buffer.put)"
+    assert classify(stack("Sampler.run (actors/sampler.py:190)", "Sampler._wait_pushed (actors/sampler.py:207)",
+                          "wait (threading.py:320)")) == "sampler: waiting under back-pressure (buffer.put)"
     # taking new weights while held by back-pressure is weight traffic, not waiting
-    assert classify(stack("Sampler._push (actors/sampler.py:208)", "Sampler.refresh_weights (actors/sampler.py:70)",
+    assert classify(stack("Sampler._wait_pushed (actors/sampler.py:208)", "Sampler.refresh_weights (actors/sampler.py:70)",
                           "ObjectStoreSync.fetch (learner/weight_sync.py:110)")) \
         == "sampler: fetch new weights (ray.get)"
 
