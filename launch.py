@@ -11,8 +11,10 @@ import sys
 
 # name -> (module, one-line help). Modules are imported only when their subcommand runs.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("train.command", "run online RLTF training (embedded local Ray, or --address to join a cluster)"),
-    "eval": ("evaluation.command", "sample programs from a model, grade them in the sandbox, report pass@k"),
+    "train": ("train.command", "run online RLTF training (on the Ray job's cluster, or an embedded local Ray)"),
+    "plan": ("train.plan", "print where each actor would go and each GPU's memory estimate; refuse what cannot fit"),
+    "eval": ("evaluation.command", "sample programs from a model (or take a samples file), grade them in the sandbox, "
+                                   "report pass@k"),
     "scale": ("cluster.scale", "change the number of samplers / sandbox workers of a running job"),
     "status": ("cluster.status", "print the live state of a running job"),
     "execute": ("sandbox.cli", "grade programs against problems' unit tests in the sandbox (JSONL in, JSONL out)"),
@@ -43,7 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(not (a.startswith("--") and "=" in a) for a in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
-    return int(importlib.import_module(args._module).run(args) or 0)
+    module = importlib.import_module(args._module)
+    if args.command == "execute" and args.rewards:
+        # The reward fields come from rewards/, which depends on the sandbox (the sandbox never imports it).
+        from rewards import verdict_rewards
+
+        return int(module.run(args, annotate=verdict_rewards) or 0)
+    return int(module.run(args) or 0)
 
 
 if __name__ == "__main__":

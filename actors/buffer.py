@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import pickle
 import random
 import time
@@ -19,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from cluster.storage import RunStorage
 from configs.schema import BufferConfig
 from rewards.trajectory import Trajectory
 
 _REMEMBERED_BATCHES = 10_000
+SNAPSHOT = "buffer.snapshot.pkl"
 
 
 @dataclass
@@ -62,7 +63,8 @@ class _State:
 class OnlineBuffer:
     """Ray actor (async: waiting `put`s do not block `sample`, `stats` or `snapshot`)."""
 
-    def __init__(self, cfg: BufferConfig, state_dir: Optional[str] = None, seed: int = 0) -> None:
+    def __init__(self, cfg: BufferConfig, state_dir: Optional[str] = None, seed: int = 0,
+                 restore_from: Optional[tuple[RunStorage, str]] = None) -> None:
         self.cfg = cfg
         self.max_unread = cfg.max_unread or cfg.capacity
         self.state_dir = Path(state_dir) if state_dir else None
@@ -74,15 +76,17 @@ class OnlineBuffer:
         self.last_snapshot = time.time()
         if self.state_dir:
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            self._restore()
+            self._restore(restore_from)
             self._wal = open(self.state_dir / "buffer.wal", "ab")
 
     # --- durability ---------------------------------------------------------------------------------------
-    def _restore(self) -> None:
-        snap = self.state_dir / "buffer.snapshot.pkl"
+    def _restore(self, fallback: Optional[tuple[RunStorage, str]]) -> None:
+        snap = self.state_dir / SNAPSHOT
         if snap.exists():
             with open(snap, "rb") as f:
                 self.state = pickle.load(f)
+        elif fallback is not None:  # a resume on a node without this run's state dir: the checkpoint's copy
+            self.state = pickle.loads(fallback[0].read_bytes(fallback[1]))
         wal = self.state_dir / "buffer.wal"
         if wal.exists():
             with open(wal, "rb") as f:
@@ -96,24 +100,16 @@ class OnlineBuffer:
                     self._append(batch, batch_id)
         self.unread = sum(1 for e in self.state.entries if e.reads == 0)
 
-    def snapshot(self, directory: Optional[str] = None) -> dict[str, Any]:
-        """Write the whole state; into ``directory`` (a checkpoint) as well as the buffer's own state dir."""
-        targets = [Path(directory)] if directory else []
+    def snapshot(self, storage: Optional[RunStorage] = None, name: str = "") -> dict[str, Any]:
+        """Write the whole state into the buffer's own state dir (truncating its log) and, given ``storage``, to
+        ``name`` there as well (a checkpoint's copy, written from this actor's node)."""
+        data = pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+        if storage is not None:
+            storage.write_bytes(name, data)
         if self.state_dir:
-            targets.append(self.state_dir)
-        for target in targets:
-            target.mkdir(parents=True, exist_ok=True)
-            tmp = target / "buffer.snapshot.pkl.tmp"
-            with open(tmp, "wb") as f:
-                pickle.dump(self.state, f, protocol=pickle.HIGHEST_PROTOCOL)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target / "buffer.snapshot.pkl")
-            if target == self.state_dir:
-                self._wal.truncate(0)
-                self._wal.seek(0)
-            elif (target / "buffer.wal").exists():
-                (target / "buffer.wal").unlink()
+            RunStorage(self.state_dir).write_bytes(SNAPSHOT, data)
+            self._wal.truncate(0)
+            self._wal.seek(0)
         self.last_snapshot = time.time()
         return {"size": len(self.state.entries), "accepted": self.state.accepted}
 

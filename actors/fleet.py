@@ -4,8 +4,9 @@ Samplers are named ``<run>:sampler-<n>`` and restarted by Ray when their process
 fleet notices and starts their loop again. The sandbox pool is replaced as a whole when it is resized: samplers
 take the new pool between batches, and removed workers end only once every sampler has switched. Whenever the
 set of samplers changes, ``on_samplers_changed`` runs (the weight-sync strategy re-forms its members).
-Where these actors run (their Ray resources per role) is decided only here, so placement and recovery from a
-lost node have one home.
+Where these actors run is decided here, with the Ray resources of each role from `cluster.placement` (the same
+table the learner group, the eval actors and `launch.py plan` use), so placement and recovery from a lost node
+have one home.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 import ray
 
 from actors.sampler import Sampler, SamplerStatus
+from cluster.placement import actor_options
 from configs.schema import Config
 from sandbox.pool import RaySandboxPool, create_sandbox_workers
 
@@ -42,12 +44,13 @@ class Fleet:
     def _sandbox_pool(self, handles: list[Any]) -> RaySandboxPool:
         sandbox = self.cfg.sandbox
         return RaySandboxPool(handles, sandbox, name_prefix=self.actor_name("sandbox-"),
-                              namespace=self.cfg.run.namespace, num_cpus=sandbox.num_cpus)
+                              namespace=self.cfg.run.namespace, num_cpus=sandbox.num_cpus,
+                              resources=sandbox.resources)
 
     def _new_sandbox_workers(self, n: int, prefix: str) -> list[Any]:
         sandbox = self.cfg.sandbox
         return create_sandbox_workers(n, sandbox, name_prefix=prefix, namespace=self.cfg.run.namespace,
-                                      num_cpus=sandbox.num_cpus)
+                                      num_cpus=sandbox.num_cpus, resources=sandbox.resources)
 
     def start_sandbox(self) -> None:
         self.pool = self._sandbox_pool(self._new_sandbox_workers(self.cfg.sandbox.num_workers,
@@ -83,13 +86,11 @@ class Fleet:
         self._sampler_args = (problems_ref, buffer, weight_sync)
 
     def _add_sampler(self) -> None:
-        sampler = self.cfg.sampler
         name = self.actor_name(f"sampler-{self._next_index}")
         self._next_index += 1
         problems_ref, buffer, weight_sync = self._sampler_args
         actor = ray.remote(Sampler).options(
-            name=name, num_cpus=sampler.num_cpus, num_gpus=sampler.num_gpus, resources=sampler.resources,
-            max_restarts=-1, max_concurrency=8,
+            name=name, max_restarts=-1, max_concurrency=8, **actor_options(self.cfg, "sampler"),
         ).remote(self.cfg, name, problems_ref, buffer, self.pool, weight_sync)
         self.samplers[name] = actor
         self._runs[name] = actor.run.remote()

@@ -7,7 +7,9 @@ One loop per sampler (`run`), one batch of problems per turn, in two stages that
 
 While batch k is graded, scored and pushed, batch k + 1 is generated; batch k + 1 is handed over only once
 batch k is in the buffer, so back-pressure still bounds how far the sampler runs ahead (one batch more than
-``buffer.max_unread``). The model is touched by the generating thread only (weights load between batches).
+``buffer.max_unread``). The model is used by the generating thread (weights load between its batches) and by
+`evaluate` (held-out evaluation, called from another thread), in turns under one lock; the grading thread never
+touches it.
 
 It is a threaded Ray actor (``max_concurrency`` > 1): `run` loops in one thread while `status` and `stop` answer
 from others. `stop` lets the current batch finish and be pushed, then `run` returns: scaling a sampler down
@@ -21,6 +23,7 @@ import copy
 import logging
 import os
 import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -91,16 +94,19 @@ class Sampler:
         self._prompt_ids: dict[str, list[int]] = {}
         self.metrics = RunMetrics(cfg.run.name, "sampler")
         self._next_pool: Optional[tuple[Any, int]] = None
+        # The loop's generation, weight loads and `evaluate` (called from another thread) take turns on the model.
+        self._model_lock = threading.Lock()
 
     # --- weights -------------------------------------------------------------------------------------------
     def refresh_weights(self) -> bool:
         """Load the newest published weights if they are newer than ours. Called between batches."""
-        info = self.weight_sync.latest()
-        if info is None or info.version <= self.version:
-            return False
-        info, state = self.weight_sync.fetch()
-        self.backend.load_weights(state)
-        self.version = info.version
+        with self._model_lock:  # also called from `evaluate`'s thread: one fetch per version
+            info = self.weight_sync.latest()
+            if info is None or info.version <= self.version:
+                return False
+            info, state = self.weight_sync.fetch()
+            self.backend.load_weights(state)
+            self.version = info.version
         lag = time.time() - info.pushed_at
         self.status_.policy_version = info.version
         self.status_.weight_sync_s = (self.status_.weight_sync_s + [lag])[-20:]
@@ -138,11 +144,12 @@ class Sampler:
         cfg = self.cfg
         problems = self._next_problems()
         prompts = [self.prompt_ids(p) for p in problems]
-        samples = self.backend.generate(prompts, num_samples=cfg.sampler.samples_per_problem,
-                                        max_new_tokens=cfg.model.max_new_tokens, temperature=cfg.sampler.temperature,
-                                        top_p=cfg.sampler.top_p)
-        greedy = (self.backend.generate(prompts, num_samples=1, max_new_tokens=cfg.model.max_new_tokens, greedy=True)
-                  if self.scorer.needs_greedy else [])
+        with self._model_lock:
+            samples = self.backend.generate(prompts, num_samples=cfg.sampler.samples_per_problem,
+                                            max_new_tokens=cfg.model.max_new_tokens,
+                                            temperature=cfg.sampler.temperature, top_p=cfg.sampler.top_p)
+            greedy = (self.backend.generate(prompts, num_samples=1, max_new_tokens=cfg.model.max_new_tokens,
+                                            greedy=True) if self.scorer.needs_greedy else [])
         return GeneratedBatch(problems, prompts, samples, greedy, self.version)
 
     def grade_batch(self, batch: GeneratedBatch) -> list[Trajectory]:
@@ -172,6 +179,32 @@ class Sampler:
     def sample_batch(self) -> list[Trajectory]:
         """Generate, grade and score one batch, one stage after the other."""
         return self.grade_batch(self.generate_batch())
+
+    # --- held-out evaluation --------------------------------------------------------------------------------
+    def evaluate(self, problems: list[Problem], seed: int) -> dict[str, Any]:
+        """Held-out evaluation with the newest published weights (``eval`` settings of the run): one greedy and
+        ``eval.samples_per_problem`` sampled programs per problem, graded on the grading tests. Runs between the
+        loop's generations; the loop's random state is left as it was."""
+        import torch
+
+        from evaluation.evaluate import sample_chunk
+
+        settings = self.cfg.eval
+        gen = dict(max_new_tokens=self.cfg.model.max_new_tokens, max_prompt_tokens=self.cfg.model.max_prompt_tokens,
+                   top_p=settings.top_p, seed=seed)
+        self.refresh_weights()
+        with self._model_lock:
+            rng, version = torch.get_rng_state(), self.version
+            greedy = sample_chunk(self.backend, problems, n=1, greedy=True, temperature=1.0, **gen)
+            sampled = sample_chunk(self.backend, problems, n=settings.samples_per_problem, greedy=False,
+                                   temperature=settings.temperature, **gen)
+            torch.set_rng_state(rng)
+        rows = [(row, "greedy") for row in greedy] + [(row, "sampled") for row in sampled]
+        by_id = {p.problem_id: p for p in problems}
+        verdicts = self.pool.run([(by_id[row["problem_id"]], row["program"]) for row, _ in rows],
+                                 use_grading_tests=True)
+        return {"version": version, "problem_ids": [row["problem_id"] for row, _ in rows],
+                "decoding": [decoding for _, decoding in rows], "outcomes": [v.outcome for v in verdicts]}
 
     # --- the loop ------------------------------------------------------------------------------------------
     def run(self, max_batches: Optional[int] = None) -> SamplerStatus:

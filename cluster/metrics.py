@@ -28,6 +28,8 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], Optional[list[float]]]] 
     "rltf_sandbox_queue_depth": ("gauge", "programs a sampler has waiting for or running in sandbox workers",
                                  ("sampler",), None),
     "rltf_actors": ("gauge", "live actors of the run, by role", (), None),
+    "rltf_eval_pass_at_k": ("gauge", "held-out pass@k of the learner's weights, greedy or sampled decoding",
+                            ("k", "decoding"), None),
 }
 
 

@@ -152,6 +152,9 @@ def validate(cfg: Config) -> Config:
         "sandbox.test_timeout_s": cfg.sandbox.test_timeout_s,
         "sandbox.program_timeout_s": cfg.sandbox.program_timeout_s,
         "sandbox.memory_mb": cfg.sandbox.memory_mb,
+        "eval.limit": cfg.eval.limit,
+        "eval.samples_per_problem": cfg.eval.samples_per_problem,
+        "eval.temperature": cfg.eval.temperature,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -168,12 +171,17 @@ def validate(cfg: Config) -> Config:
         "learner.checkpoint_every_s": cfg.learner.checkpoint_every_s,
         "run.max_wall_s": cfg.run.max_wall_s,
         "reward.penalty": cfg.reward.penalty,
+        "eval.every_steps": cfg.eval.every_steps,
     }
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{key}: must be >= 0, got {value}")
-    if not 0 < cfg.sampler.top_p <= 1:
-        raise ConfigError(f"sampler.top_p: must be in (0, 1], got {cfg.sampler.top_p}")
+    for key, top_p in (("sampler.top_p", cfg.sampler.top_p), ("eval.top_p", cfg.eval.top_p)):
+        if not 0 < top_p <= 1:
+            raise ConfigError(f"{key}: must be in (0, 1], got {top_p}")
+    if cfg.eval.every_steps and cfg.eval.source is None and cfg.data.eval_split is None:
+        raise ConfigError("eval.every_steps: held-out evaluation needs data.eval_split or eval.source "
+                          "(or eval.every_steps=0)")
     share = cfg.sampler.reference_free_share
     if share is not None and not 0 <= share <= 1:
         raise ConfigError(f"sampler.reference_free_share: must be in [0, 1] or null, got {share}")
@@ -188,7 +196,28 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"learner.warm_start_lr_end: must be > 0 or null, got {cfg.learner.warm_start_lr_end}")
     if cfg.learner.importance_clip is not None and cfg.learner.importance_clip <= 0:
         raise ConfigError(f"learner.importance_clip: must be > 0 or null, got {cfg.learner.importance_clip}")
+    _validate_resources(cfg)
     return cfg
+
+
+def _validate_resources(cfg: Config) -> None:
+    """Ray resources per role: GPUs are a share of one (< 1) or whole ones, and a learner rank drives one GPU."""
+    roles = {"learner": cfg.learner, "sampler": cfg.sampler, "sandbox": cfg.sandbox, "eval": cfg.eval}
+    for role, section in roles.items():
+        gpus = getattr(section, "num_gpus", 0.0)
+        if section.num_cpus < 0 or gpus < 0:
+            raise ConfigError(f"{role}.num_cpus / {role}.num_gpus: must be >= 0, got {section.num_cpus} / {gpus}")
+        if gpus > 1 and gpus != int(gpus):
+            raise ConfigError(f"{role}.num_gpus: a share of one GPU (< 1) or whole GPUs, got {gpus}")
+        for name, amount in section.resources.items():
+            if amount < 0:
+                raise ConfigError(f"{role}.resources.{name}: must be >= 0, got {amount}")
+    gpus = cfg.learner.num_gpus
+    if gpus not in (0, 1):
+        why = "two ranks would share a GPU, which NCCL refuses" if gpus < 1 else "the others would idle"
+        raise ConfigError(f"learner.num_gpus: a learner rank drives one GPU, so 0 (CPU) or 1; got {gpus} ({why})")
+    if cfg.eval.num_actors < 0:
+        raise ConfigError(f"eval.num_actors: must be >= 0, got {cfg.eval.num_actors}")
 
 
 def load_config(preset_or_path: str = "local", overrides: Iterable[str] = ()) -> Config:

@@ -16,7 +16,11 @@ from typing import Literal, Optional
 @dataclass
 class RunConfig:
     name: str = "rltf"
-    output_dir: str = "runs"  # the run writes to output_dir/name
+    output_dir: str = "runs"  # the run writes to output_dir/name (a local path), unless `storage` is set
+    # Where the run's outputs go (Ray Train's storage_path): a path shared by the nodes or a URI that pyarrow.fs
+    # opens (s3://bucket/runs, gs://bucket/runs); the run writes to storage/name. Needed inside a Ray job, whose
+    # working directory Ray deletes.
+    storage: Optional[str] = None
     seed: int = 0
     namespace: str = "rltf"  # Ray namespace: named actors of a run live here
     log_every_s: float = 5.0  # progress line period
@@ -60,7 +64,9 @@ class SamplerConfig:
     # Share of each batch's problems drawn from those without a trainable reference (tests only: what RL is for;
     # the supervised anchor already trains on the others). None: every problem equally often.
     reference_free_share: Optional[float] = None
-    num_cpus: float = 1.0  # Ray resources per sampler actor
+    # Ray resources per sampler actor (cluster.placement): a whole GPU (1) or a share of one (0.5: two samplers
+    # on a GPU); the sampler runs on the GPU Ray assigns it, in half precision.
+    num_cpus: float = 1.0
     num_gpus: float = 0.0
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources, e.g. {sampler_slot: 1}
 
@@ -70,13 +76,14 @@ class SandboxConfig:
     num_workers: int = 0  # 0 = one per CPU core
     test_timeout_s: float = 4.0  # one test
     program_timeout_s: float = 20.0  # the whole program, all tests
-    memory_mb: int = 1024  # address space of the program's process
+    memory_mb: int = 1024  # the program's whole process tree (cgroup), and each process's address space
     max_output_bytes: int = 1 << 20  # stdout/stderr captured per test
     max_file_bytes: int = 1 << 20  # RLIMIT_FSIZE
     max_open_files: int = 64
     max_processes: int = 16  # per program, threads included
     max_result_bytes: int = 1 << 20  # the plain-data reply from the program's process
-    # "auto": strongest available; "full": fail if namespaces are unavailable; "none": rlimits only.
+    # "auto": namespaces + seccomp (cgroups where available), else stop with what is missing; "full": cgroups too;
+    # "none": rlimits only, for trusted programs (sandbox/isolation.py).
     isolation: Literal["auto", "full", "none"] = "auto"
     num_cpus: float = 1.0  # Ray resources per sandbox worker actor
     resources: dict[str, float] = field(default_factory=dict)
@@ -132,7 +139,33 @@ class LearnerConfig:
     # starting policy and stop; the learner then trains on that fixed buffer.
     online: bool = True
     importance_clip: Optional[float] = None  # truncated importance weight min(c, p/p_behaviour); None = off
-    num_cpus: float = 1.0  # Ray resources per learner rank
+    # Recompute each layer's activations in the backward pass instead of keeping them (transformers' gradient
+    # checkpointing): activation memory falls from all layers' to one layer's, for about a third more compute.
+    gradient_checkpointing: bool = False
+    # Ray resources per learner rank: 0 GPUs (CPU, gloo) or 1 (one GPU per rank, NCCL); the ranks are placed
+    # together as one placement group.
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation. While training (runs with online samplers): pass@1 with greedy decoding, pass@1 and
+    pass@n sampled, on ``data.eval_split`` of ``data.source`` (or on ``source``), graded on the grading tests,
+    at the start of RL, every ``every_steps`` RL steps and at the end; the samplers do it between batches.
+    `launch.py eval --config PRESET` places its own evaluation actors as ``num_actors`` and the resources say."""
+
+    every_steps: int = 0  # 0 = off
+    source: Optional[str] = None  # a held-out problems file (all of it); None: data.source's data.eval_split
+    format: Optional[str] = None  # of `source` (None: detected)
+    limit: int = 32  # problems evaluated, spread over the held-out set (bounds the cost)
+    samples_per_problem: int = 4  # sampled programs per problem (pass@1 and pass@n), besides one greedy decode
+    temperature: float = 0.8
+    top_p: float = 0.95
+    # The evaluation actors of `launch.py eval --config PRESET` (each holds a policy copy, samples and grades).
+    num_actors: int = 2
+    num_cpus: float = 1.0
     num_gpus: float = 0.0
     resources: dict[str, float] = field(default_factory=dict)
 
@@ -153,3 +186,4 @@ class Config:
     buffer: BufferConfig = field(default_factory=BufferConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

@@ -112,15 +112,24 @@ class EvalSampler:
         return samples, grade(pool, problems, samples, use_grading_tests)
 
 
+def create_eval_actors(n: int, model: str, kind: str | None, threads: int, actor_options: dict) -> list:
+    """``n`` `EvalSampler` actors, each with ``actor_options`` (its CPUs, GPUs and custom resources)."""
+    import ray
+
+    return [ray.remote(EvalSampler).options(**actor_options).remote(model, kind, threads) for _ in range(n)]
+
+
 def evaluate(policy_name_or_path: str, problems: Sequence, n: int = 20, ks: Sequence[int] = (1, 5, 10), *,
              temperature: float = 0.8, top_p: float = 0.95, max_new_tokens: int = 96, max_prompt_tokens: int = 256,
              kind: str | None = None, samplers: int = 2, workers: int = 0, seed: int = 0, limits=None,
              use_grading_tests: bool = True, ray_address: str | None = None, chunk_problems: int = 4,
-             show_progress: bool = True) -> EvalResult:
+             show_progress: bool = True, actor_options: dict | None = None) -> EvalResult:
     """Sample ``n`` programs per problem (greedy and n=1 when ``temperature`` is 0), grade, report pass@``ks``.
 
-    ``samplers`` Ray actors share the problems in chunks (0: generate in this process, no Ray); ``workers``
-    sandbox workers grade (0: one per core). Ray is started (and stopped) here unless it is already running."""
+    ``samplers`` Ray actors share the problems in chunks (0: generate in this process, no Ray), each created with
+    ``actor_options`` (`cluster.placement.actor_options(cfg, "eval")`; default one CPU) and running on the GPU Ray
+    gives it; ``workers`` sandbox workers grade (0: one per core). Ray is started (and stopped) here unless it is
+    already running."""
     from configs.schema import SandboxConfig
 
     check_settings(n, temperature, samplers)
@@ -159,7 +168,7 @@ def evaluate(policy_name_or_path: str, problems: Sequence, n: int = 20, ks: Sequ
                 collect(i, (part_samples, grade(pool, part, part_samples, use_grading_tests)))
     else:
         _evaluate_on_ray(model, kind, samplers, workers, limits, ray_address, chunks, gen, seed, use_grading_tests,
-                         collect)
+                         collect, actor_options or {"num_cpus": 1})
 
     # Chunks finish in any order; the outputs are in problem order whatever the scheduling was.
     samples = [s for r in results for s in r[0]]
@@ -180,7 +189,7 @@ def evaluate(policy_name_or_path: str, problems: Sequence, n: int = 20, ks: Sequ
 
 
 def _evaluate_on_ray(model, kind, samplers, workers, limits, ray_address, chunks, gen, seed, use_grading_tests,
-                     collect):
+                     collect, actor_options):
     import ray
 
     from cluster.connect import init_ray
@@ -191,10 +200,11 @@ def _evaluate_on_ray(model, kind, samplers, workers, limits, ray_address, chunks
     actors, handles = [], []
     try:
         # Sandbox workers reserve no CPU: they wait on their children, and the samplers wait while they grade.
-        handles = create_sandbox_workers(workers or limits.num_workers, limits, num_cpus=0)
-        pool = RaySandboxPool(handles, limits)
+        # Custom resources (sandbox.resources) still steer them to sandbox nodes.
+        handles = create_sandbox_workers(workers or limits.num_workers, limits, num_cpus=0, resources=limits.resources)
+        pool = RaySandboxPool(handles, limits, resources=limits.resources)
         threads = max(1, (os.cpu_count() or 1) // samplers)
-        actors = [ray.remote(EvalSampler).options(num_cpus=1).remote(model, kind, threads) for _ in range(samplers)]
+        actors = create_eval_actors(samplers, model, kind, threads, actor_options)
         dispatch(actors, range(len(chunks)),
                  lambda actor, index: actor.run_chunk.remote(chunks[index], gen, seed * 1_000_003 + index, pool,
                                                              use_grading_tests),

@@ -138,11 +138,18 @@ def markdown_table(rep: dict, ks: Iterable[int]) -> str:
 
 
 def results_markdown(summary: dict, title: str, regrade_command: str) -> str:
-    """``results.md`` of an evaluation: its settings, the table, and how to re-grade its samples."""
+    """``results.md`` of an evaluation (of a model, or of a samples file): its settings, the table, and how to
+    re-grade its samples."""
     s = summary
-    settings = (f"model `{s['model']}` ({s['model_path']}), {s['problems']} problems, n={s['n']}, "
-                f"temperature {s['temperature']}, top-p {s['top_p']}, max {s['max_new_tokens']} new tokens, "
-                f"seed {s['seed']}; graded with {'grading' if s['grading_tests'] else 'training'} tests.")
+    tests = f"graded with {'grading' if s['grading_tests'] else 'training'} tests."
+    if "model" in s:
+        settings = (f"model `{s['model']}` ({s['model_path']}), {s['problems']} problems, n={s['n']}, "
+                    f"temperature {s['temperature']}, top-p {s['top_p']}, max {s['max_new_tokens']} new tokens, "
+                    f"seed {s['seed']}; {tests}")
+    else:
+        n = s["n"] if s["n"] is not None else "{}-{}".format(*s["n_range"])
+        settings = (f"{s['samples']} samples ({', '.join(s['formats'])} rows) of {s['problems']} problems, n={n} "
+                    f"per problem; {tests}")
     notes = [f"- {s['note']}." if s.get("note") else "",
              "- pass@k in percent (unbiased estimator, mean over problems); n/a: k > n.",
              f"- Re-grade: `{regrade_command}`"]

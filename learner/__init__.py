@@ -14,7 +14,7 @@ WEIGHT_SYNCS: dict[str, type[WeightSync]] = {"object_store": ObjectStoreSync, "c
 
 def make_weight_sync(kind: str, store: Any, **options: Any) -> WeightSync:
     """The strategy named by ``weights.transport`` around the run's `WeightStore` actor; ``options`` go to its
-    constructor (`CollectiveSync`: ``timeout_s``, ``device``)."""
+    constructor (`CollectiveSync`: ``timeout_s``)."""
     if kind not in WEIGHT_SYNCS:
         raise ValueError(f"weights.transport={kind!r} is not one of {', '.join(map(repr, WEIGHT_SYNCS))}")
     return WEIGHT_SYNCS[kind](store, **options)

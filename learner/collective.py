@@ -1,10 +1,14 @@
 """The collective weight-sync strategy: a torch.distributed broadcast from learner rank 0 to the samplers.
 
-Each membership generation is a process group of its own (a TCPStore plus ProcessGroupGloo on CPU, or
-ProcessGroupNCCL on GPU, per `models.device.dist_backend`), never the learners' own group. One publish of version
-v: the sender announces v and the tensor layout in the `WeightStore` (metadata only), broadcasts a header
-``[v, nbytes]``, then ONE flat byte buffer with every tensor, then all members combine an error flag. `send`
-returns only after that, so version v+1 cannot start before every receiver holds v: versions are never skipped.
+Each membership generation is a process group of its own (a TCPStore plus ProcessGroupGloo), never the learners'
+own group. It is gloo on GPU nodes too: the sender copies its weights to the CPU as one flat buffer (one
+device-to-host copy) and each sampler's `load_weights` copies them to its GPU. NCCL is refused (`NCCL_REFUSED`):
+when a member dies mid-broadcast, NCCL's watchdog ends the whole process after the timeout (torch's default
+``TORCH_NCCL_ASYNC_ERROR_HANDLING=3``), learner rank 0 included, where gloo raises and the group is re-formed
+without the dead sampler. One publish of version v: the sender announces v and the tensor layout in the
+`WeightStore` (metadata only), broadcasts a header ``[v, nbytes]``, then ONE flat byte buffer with every tensor,
+then all members combine an error flag. `send` returns only after that, so version v+1 cannot start before every
+receiver holds v: versions are never skipped.
 Samplers join between generation batches, so a publish waits for the slowest sampler's batch; a receiver that
 died fails the publish at once, one that never joins after ``timeout_s``, with `WeightGroupError`.
 """
@@ -20,6 +24,10 @@ from learner.weight_sync import PublishedWeights, WeightSync, WeightSyncError
 
 # --- collective broadcast --------------------------------------------------------------------------------
 _MEMBER_START_TIMEOUT_S = 300.0
+BACKEND = "gloo"
+NCCL_REFUSED = ("the collective weight transport does not run on NCCL: when a sampler dies mid-broadcast, NCCL's "
+                "watchdog would end learner rank 0's process instead of letting the group re-form; it runs on gloo "
+                "(tensors staged on the CPU), or use weights.transport=object_store")
 _ALIGN = 16  # each tensor starts at a multiple of this in the flat byte buffer, so its slice can be viewed as its dtype
 
 
@@ -36,7 +44,7 @@ class WeightGroup:
 
     name: str
     world_size: int
-    backend: str  # "gloo" on CPU, "nccl" on GPU (models.device.dist_backend)
+    backend: str  # "gloo" (NCCL is refused: see the module doc)
     timeout_s: float
     host: Optional[str] = None  # where rank 0 listens; None: its node IP. 127.0.0.1 for a one-machine run.
 
@@ -55,25 +63,26 @@ _MEMBERSHIPS: dict[str, _Membership] = {}
 _MEMBERSHIPS_LOCK = threading.Lock()
 
 
+def _check_backend(group: WeightGroup) -> None:
+    if group.backend != BACKEND:
+        why = NCCL_REFUSED if group.backend == "nccl" else f"backend {group.backend!r} is not {BACKEND!r}"
+        raise WeightGroupError(f"weight group {group.name}: {why}")
+
+
 def _new_process_group(group: WeightGroup, rank: int, host: str, port: int, tcp_store: Any = None) -> tuple:
     """A torch.distributed process group of its own (not the default group, so DeepSpeed's is left alone)."""
     import torch.distributed as dist
 
+    _check_backend(group)
     timeout = datetime.timedelta(seconds=group.timeout_s)
     if tcp_store is None:
         tcp_store = dist.TCPStore(host, port, group.world_size, False, timeout=timeout)
     store = dist.PrefixStore(group.name, tcp_store)
-    if group.backend == "gloo":
-        opts = dist.ProcessGroupGloo._Options()
-        opts._timeout = timeout
-        opts._devices = [dist.ProcessGroupGloo.create_device(hostname=group.host) if group.host
-                         else dist.ProcessGroupGloo.create_default_device()]
-        return dist.ProcessGroupGloo(store, rank, group.world_size, opts), tcp_store
-    if group.backend == "nccl":
-        opts = dist.ProcessGroupNCCL.Options()
-        opts._timeout = timeout
-        return dist.ProcessGroupNCCL(store, rank, group.world_size, opts), tcp_store
-    raise WeightGroupError(f"weight group {group.name}: backend {group.backend!r} is not 'gloo' or 'nccl'")
+    opts = dist.ProcessGroupGloo._Options()
+    opts._timeout = timeout
+    opts._devices = [dist.ProcessGroupGloo.create_device(hostname=group.host) if group.host
+                     else dist.ProcessGroupGloo.create_default_device()]
+    return dist.ProcessGroupGloo(store, rank, group.world_size, opts), tcp_store
 
 
 def flatten_state_dict(state_dict: dict[str, Any], device: str = "cpu") -> tuple[Any, list[tuple], int]:
@@ -91,7 +100,10 @@ def flatten_state_dict(state_dict: dict[str, Any], device: str = "cpu") -> tuple
         layout.append((name, tuple(t.shape), str(t.dtype).removeprefix("torch."), offset))
         parts.append(raw)
         offset += raw.numel()
-    flat = torch.cat([p.to(device) for p in parts]) if parts else torch.empty(0, dtype=torch.uint8, device=device)
+    if not parts:
+        return torch.empty(0, dtype=torch.uint8, device=device), layout, offset
+    # One concatenation where the tensors are (a GPU), then one copy to ``device``.
+    flat = torch.cat([p.to(parts[0].device) for p in parts]).to(device)
     return flat, layout, offset
 
 
@@ -125,17 +137,16 @@ class CollectiveSync(WeightSync):
     skipped, and no receiver can join the wrong broadcast.
 
     The cost of that synchrony: samplers join between generation batches (`Sampler.refresh_weights`), so a publish
-    waits for the slowest sampler's current batch, and the learner waits with it. Good on NCCL clusters where the
-    broadcast itself is fast; on CPU or with long batches the object store is the better default. A member that
+    waits for the slowest sampler's current batch, and the learner waits with it; with long batches the object
+    store is the better default. A member that
     died or never joins makes the publish fail after ``timeout_s`` with `WeightGroupError` (a closed connection
     usually fails it sooner); the controller then forms a new group without it and publishes again. ``timeout_s``
     must exceed the longest sampler batch.
     """
 
-    def __init__(self, store: Any, timeout_s: float = 300.0, device: Optional[str] = None) -> None:
+    def __init__(self, store: Any, timeout_s: float = 300.0) -> None:
         super().__init__(store)
         self.timeout_s = float(timeout_s)
-        self.device = device  # None: models.device.torch_device() in the member's own process
         self.channel = store._actor_id.hex()  # one membership per WeightStore per process
         self.generation = 0  # membership generations formed (controller side)
         self.receivers = 0  # receivers of the current generation (controller side)
@@ -165,6 +176,7 @@ class CollectiveSync(WeightSync):
 
         if not 0 <= rank < group.world_size:
             raise WeightGroupError(f"weight group {group.name}: rank {rank} is outside 0..{group.world_size - 1}")
+        _check_backend(group)
         self.leave()
         if rank == 0:
             import torch.distributed as dist
@@ -217,17 +229,14 @@ class CollectiveSync(WeightSync):
                 f"(timeout {m.group.timeout_s:.0f} s): a member died or did not join. {type(exc).__name__}: "
                 f"{str(exc)[:300]}") from exc
 
-    def _device(self) -> str:
-        from models.device import torch_device
-
-        return self.device or torch_device()
-
     def _exchange(self, m: _Membership, version: int, flat: Any, error: int) -> Any:
         """Steps 2-4 of the protocol; ``flat`` is None on a receiver (allocated from the header)."""
         import torch
         import torch.distributed as dist
 
-        device = self._device()
+        from models.device import collective_device
+
+        device = collective_device(m.group.backend)
         header = torch.tensor([version, -1 if flat is None else flat.numel()], dtype=torch.int64, device=device)
         self._collective(m, f"header of version {version}", lambda: m.pg.broadcast([header], dist.BroadcastOptions()))
         if flat is None:
@@ -252,7 +261,9 @@ class CollectiveSync(WeightSync):
         m = self._bound("send")
         if m.rank != 0:
             raise WeightGroupError(f"send: only rank 0 of weight group {m.group.name} sends, this is rank {m.rank}")
-        flat, layout, nbytes = flatten_state_dict(state_dict, self._device())
+        from models.device import collective_device
+
+        flat, layout, nbytes = flatten_state_dict(state_dict, collective_device(m.group.backend))
         info = PublishedWeights(version=version, pushed_at=time.time(), step=step)
         announcement = {"transport": "collective", "group": m.group.name, "layout": layout, "nbytes": nbytes}
         ray.get(self.store.set.remote(info, [announcement]))
@@ -291,12 +302,6 @@ def _join_in_actor(actor: Any, sync: CollectiveSync, group: WeightGroup, rank: i
     sync.join(group, rank)
 
 
-def _backend_in_actor(actor: Any, sync: CollectiveSync) -> str:
-    from models.device import dist_backend
-
-    return dist_backend(sync._device())
-
-
 def form_weight_group(sender_actor: Any, receiver_actors: list[Any], group_name: str,
                       sync: CollectiveSync, host: Optional[str] = None) -> WeightGroup:
     """Driver/controller side: make ``sender_actor`` rank 0 and ``receiver_actors`` ranks 1.. of a new group.
@@ -309,10 +314,8 @@ def form_weight_group(sender_actor: Any, receiver_actors: list[Any], group_name:
     members = [sender_actor, *receiver_actors]
     # Actor start-up (a process, torch imports) is not part of the transfer timeout; bound it separately.
     ray.get([a.__ray_ready__.remote() for a in members], timeout=_MEMBER_START_TIMEOUT_S)
-    # The sender's device decides gloo or NCCL (models.device.dist_backend), not the controller's.
-    backend = ray.get(sender_actor.__ray_call__.remote(_backend_in_actor, sync), timeout=sync.timeout_s)
     group = WeightGroup(name=group_name, world_size=1 + len(receiver_actors),
-                        backend=backend, timeout_s=sync.timeout_s, host=host)
+                        backend=BACKEND, timeout_s=sync.timeout_s, host=host)
     refs = [a.__ray_call__.remote(_join_in_actor, sync, group, r) for r, a in enumerate(members)]
     try:
         ray.get(refs, timeout=group.timeout_s + 30)

@@ -9,6 +9,7 @@ gradient of the mean over the combined batch, whatever the split of tokens betwe
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Optional
 
@@ -24,9 +25,31 @@ class LossOutput:
     metrics: dict[str, float]
 
 
+def _keep_argument(model: torch.nn.Module) -> Optional[str]:
+    """The forward argument that limits a causal LM's logits to the last N positions, if it has one
+    (``logits_to_keep`` in transformers >= 4.50, ``num_logits_to_keep`` before)."""
+    module = getattr(model, "module", model)  # a DeepSpeed engine wraps the model
+    params = inspect.signature(module.forward).parameters
+    return next((name for name in ("logits_to_keep", "num_logits_to_keep") if name in params), None)
+
+
+def program_logits(model: torch.nn.Module, batch: ModelBatch) -> torch.Tensor:
+    """Logits at the label positions only, ``[B, W, V]``: a causal LM computes its vocabulary projection for the
+    program's positions, not the prompt's."""
+    inputs = dict(batch.model_inputs)
+    keep = batch.keep_logits
+    if keep is not None:
+        argument = _keep_argument(model)
+        if argument is not None:
+            inputs[argument] = keep
+        return model(**inputs).logits[:, -keep:]  # a model without the argument: all logits, then the slice
+    return model(**inputs).logits
+
+
 def token_logprobs(model: torch.nn.Module, batch: ModelBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(label) at each label position, and the mask of positions that have a label."""
-    logits = model(**batch.model_inputs).logits.float()
+    # float32 for the log-softmax over the vocabulary, at the program's positions only.
+    logits = program_logits(model, batch).float()
     mask = batch.labels != IGNORE
     safe_labels = batch.labels.masked_fill(~mask, 0)
     # cross_entropy avoids materialising a full log-softmax tensor for large vocabularies.

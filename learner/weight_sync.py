@@ -9,8 +9,8 @@
 `ObjectStoreSync` (the default, works everywhere): rank 0 `ray.put`s the tensors once and hands the reference to a
 small named `WeightStore` actor; each sampler pulls the tensors straight from the object store. Only the newest
 version is kept, so old weights are freed as soon as no sampler holds them; membership needs nothing.
-`learner.collective.CollectiveSync` (for NCCL clusters): a torch.distributed broadcast of ONE flat byte buffer from
-learner rank 0 to the samplers, in a process group of its own that `set_members` re-forms.
+`learner.collective.CollectiveSync`: a torch.distributed (gloo) broadcast of ONE flat byte buffer from learner rank 0
+to the samplers, in a process group of its own that `set_members` re-forms.
 
 A new strategy subclasses `WeightSync` and is named in `learner.WEIGHT_SYNCS` and in the Literal of
 ``WeightsConfig.transport``. A failed publish raises `WeightSyncError`; the controller then calls `set_members`

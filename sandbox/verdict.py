@@ -13,6 +13,9 @@ Outcome = Literal["passed", "failed", "runtime_error", "compile_error", "infra_e
 # and pass@k drop such verdicts instead of scoring them.
 
 Reason = Literal["", "timeout", "memory", "signal", "exit", "output_limit", "bad_result"]
+REASONS: tuple[str, ...] = ("", "timeout", "memory", "signal", "exit", "output_limit", "bad_result")
+# The reasons the program's process may report for its own error; the others only the trusted side decides.
+CHILD_REASONS = frozenset({"", "memory", "exit", "output_limit", "bad_result"})
 
 
 @dataclass
@@ -44,6 +47,9 @@ class Verdict:
     test_results: list[TestResult] = field(default_factory=list)
     error: ProgramError | None = None
     wall_ms: float = 0.0
+    # How the program was confined (sandbox.isolation.level_name): e.g. "namespaces+cgroup-v1", "userns+rlimits",
+    # "none". Every verdict records it, so results from an unconfined run are never mistaken for confined ones.
+    isolation: str = ""
 
     @property
     def passed(self) -> bool:
@@ -70,6 +76,7 @@ class Verdict:
             "error_message": err.message if err else None,
             "error_line": err.line if err else None,
             "wall_ms": round(self.wall_ms, 3),
+            "isolation": self.isolation,
         }
 
     @classmethod

@@ -24,3 +24,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"benchmark data folder {SHARED_DATA} is absent (set RLTF_SHARED_DATA to point at it)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def ray_temp_dir():
+    """A short temp dir of its own for a test's Ray cluster (Ray's socket paths must stay under 108 bytes)."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="rltf-ray-", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

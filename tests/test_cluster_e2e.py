@@ -1,6 +1,9 @@
 """End to end on a real Ray cluster started with `ray start --head` on 127.0.0.1: submit the smoke run with
-`ray job submit`, scale samplers 1 -> 2 -> 1 while it runs, read the project's metrics from the metrics
-endpoint, kill a sampler and the buffer actor, and see the job succeed."""
+`ray job submit` as a user would (no --address: the job's driver joins the job's cluster, no second Ray starts;
+run.storage outside the job's working directory), scale samplers 1 -> 2 -> 1 while it runs, read the project's
+metrics from the metrics endpoint, kill a sampler and the buffer actor, see the job succeed and find its
+checkpoint, metrics (held-out pass@1 over steps) and plots in the storage afterwards. The same run without
+run.storage refuses to write into the job's temporary working directory."""
 from __future__ import annotations
 
 import json
@@ -142,25 +145,40 @@ def job_status(cluster, job_id: str) -> str:
     return running.group(1) if running else "UNKNOWN"
 
 
-def test_job_submit_scale_metrics_and_faults(cluster):
-    env, out_dir = cluster["env"], cluster["out"]
+def submit_job(cluster, *train_args: str) -> str:
+    """`ray job submit` of `launch.py train` as the README shows it (no --address); returns the job id."""
     submit = ["ray", "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(REPO_ROOT), "--no-wait",
-              "--", "python", "launch.py", "train", "--config", "smoke", "--address", "auto", f"--run.name={RUN}",
-              f"--run.output_dir={out_dir}", "--learner.total_steps=40", "--run.log_every_s=1"]
+              "--", "python", "launch.py", "train", "--config", "smoke", *train_args]
 
     def submitted():
         # A head node that has just started may not have its job agent yet ("No available agent"): retry.
-        out = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(submit, env=cluster["env"], capture_output=True, text=True, timeout=120)
         if out.returncode == 0:
             return re.search(r"(raysubmit_\w+)", out.stdout + out.stderr).group(1)
         if "No available agent" not in out.stdout + out.stderr:
             raise AssertionError(f"ray job submit failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
         return None
     # Under load the head's job agent has been seen to take minutes to come up.
-    job_id = wait_until(submitted, 360, "the job agent to accept the submission")
+    return wait_until(submitted, 360, "the job agent to accept the submission")
+
+
+def job_end(cluster, job_id: str, timeout: float) -> tuple[str, str]:
+    """The job's final status and its logs."""
+    final = wait_until(lambda: job_status(cluster, job_id) in ("SUCCEEDED", "FAILED", "STOPPED")
+                       and job_status(cluster, job_id), timeout, "the job to end")
+    return final, sh("ray", "job", "logs", "--address", cluster["dashboard"], job_id, env=cluster["env"], check=False)
+
+
+def test_job_submit_scale_metrics_and_faults(cluster):
+    env, storage = cluster["env"], cluster["out"]
+    # Without run.storage the outputs would land in the job's working directory: refused before Ray is touched.
+    refused = submit_job(cluster, "--run.name=refused")
+    job_id = submit_job(cluster, f"--run.name={RUN}", f"--run.storage={storage}", "--learner.total_steps=40",
+                        "--run.log_every_s=1")
     try:
         wait_until(lambda: status(cluster)["phase"] == "rl", 240, "the RL phase")
         wait_until(lambda: len(alive(cluster, "Sampler")) == 1, 60, "the first sampler")
+        assert len(alive(cluster, "LearnerRank")) == 1  # the run's actors live on this cluster
 
         control(cluster, "scale", "--samplers", "2")
         wait_until(lambda: len(alive(cluster, "Sampler")) == 2, 60, "a second sampler")
@@ -192,14 +210,27 @@ def test_job_submit_scale_metrics_and_faults(cluster):
         # The restarted buffer holds everything it had acknowledged before it was killed.
         assert status(cluster)["buffer"]["accepted"] >= before
 
-        final = wait_until(lambda: job_status(cluster, job_id) in ("SUCCEEDED", "FAILED", "STOPPED")
-                           and job_status(cluster, job_id), 400, "the job to end")
-        logs = sh("ray", "job", "logs", "--address", cluster["dashboard"], job_id, env=env, check=False)
+        final, logs = job_end(cluster, job_id, 400)
         assert final == "SUCCEEDED", logs[-3000:]
     finally:
         sh("ray", "job", "stop", "--address", cluster["dashboard"], job_id, env=env, check=False)
+    assert "Started a local Ray instance" not in logs  # the driver joined the job's cluster
+    final, refused_logs = job_end(cluster, refused, 120)
+    assert final == "FAILED" and "working directory" in refused_logs and "set run.storage" in refused_logs
+    assert "Started a local Ray instance" not in refused_logs and not (storage / "refused").exists()
 
-    events = [json.loads(line) for line in (out_dir / RUN / "metrics.jsonl").read_text().splitlines()]
+    # The run's outputs are in its storage after the job (and its working directory) are gone.
+    run_dir = storage / RUN
+    # the job's cluster (its GCS port; Ray reports the node's own address for 127.0.0.1)
+    assert (run_dir / "ray_address").read_text().strip().endswith(":" + cluster["gcs"].rpartition(":")[2])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert Path(summary["model_dir"], "config.json").is_file() and Path(summary["checkpoint"]).parent == run_dir / "checkpoints"
+    assert (Path(summary["checkpoint"]) / "state.json").is_file() and (run_dir / "plots" / "training.png").is_file()
+    assert any((run_dir / "tensorboard").iterdir())
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    heldout = [e for e in events if e.get("kind") == "eval"]  # held-out pass@1 over steps: RL start, ..., the end
+    assert len({e["step"] for e in heldout}) >= 3 and heldout[-1]["step"] == summary["step"]
+    assert all(0 <= e["eval_pass@1"] <= 1 and 0 <= e["eval_pass@1_greedy"] <= 1 for e in heldout)
     kinds = [e.get("event") for e in events if e.get("kind") == "event"]
     assert "sampler_restart" in kinds
     scales = [(e["samplers"], e["sandbox_workers"]) for e in events if e.get("event") == "scale"]

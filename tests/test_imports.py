@@ -12,12 +12,9 @@ from pathlib import Path
 
 from tests.conftest import REPO_ROOT
 
-# Import edges that another change in flight removes (issue 12 rewrites these sandbox modules); each must still
-# exist, so that this list is emptied as soon as they are gone.
-PENDING_REMOVAL = {
-    ("sandbox.forkserver", "sandbox.grading"),  # forkserver <-> grading
-    ("sandbox.cli", "rewards"),  # the `execute --rewards` path: sandbox -> rewards -> sandbox.verdict
-}
+# Import edges that another change in flight removes; each must still exist, so that this list is emptied as soon
+# as they are gone (issue 12 removed the last two: sandbox.grading -> sandbox.forkserver, sandbox.cli -> rewards).
+PENDING_REMOVAL: set[tuple[str, str]] = set()
 
 
 def project_modules() -> dict[str, Path]:

@@ -74,10 +74,14 @@ def test_two_zero2_ranks_match_one_rank_on_combined_batch(local_ray, tmp_path):
     batch = trajectories(8)
     two = train_once(str(model_dir), 2, [batch[:4], batch[4:]])
     one = train_once(str(model_dir), 1, [batch])
-    moved = 0
+    moved = off = total = 0
     for key in one:
-        # Adam's first step is about lr * sign(g), so summation-order noise in near-zero gradients can move a
-        # rare element by a fraction of lr: allow 1% of one step (lr = 1e-3).
-        torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-5)
+        # Adam's first step is lr * g / (|g| + eps): for a gradient element near eps, summation-order noise (the
+        # shards pad differently) moves it by a fraction of lr. Allow 10% of one step (lr = 1e-3) anywhere and
+        # more than 1% on at most one element in 10,000; a wrong normalisation would move most by a whole step.
+        torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-4)
+        off += int(((two[key] - one[key]).abs() > 1e-5).sum())
+        total += one[key].numel()
         moved += not torch.equal(one[key], before[key].cpu())
+    assert off <= total // 10_000, f"{off} of {total} parameters differ by more than 1% of one step"
     assert moved > len(one) // 2, "the step should have changed most parameter tensors"

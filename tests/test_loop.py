@@ -91,6 +91,10 @@ def test_run_survives_sampler_kill_then_resumes_with_buffer(tmp_path):
     closed = [r for r in recs if r.get("event") == "buffer_closed"][-1]
     assert closed["buffer_size"] > 0
 
+    # What writers killed half-way leave behind (a partial folder, a folder without its state.json) is never
+    # resumed from, even at a later step.
+    (run_dir / "checkpoints" / "step_000099.partial-dead" / "hf").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step_000098" / "deepspeed").mkdir(parents=True)
     proc = train(["--resume", str(run_dir), f"--learner.total_steps={STEPS + MORE}"], tmp_path, tmp_path / "resume.log")
     assert proc.wait(timeout=300) == 0, (tmp_path / "resume.log").read_text()[-3000:]
     recs = records(run_dir)
@@ -105,16 +109,30 @@ def test_run_survives_sampler_kill_then_resumes_with_buffer(tmp_path):
         "a resumed run must not repeat the warm start"
 
 
-def test_collective_weight_transport_drives_two_samplers(tmp_path):
-    """The second transport: a torch.distributed broadcast group of learner rank 0 and the samplers."""
-    run_dir = tmp_path / "runs" / "collective"
+def test_collective_weight_transport_drives_two_samplers_and_writes_to_uri_storage(tmp_path):
+    """The second transport: a torch.distributed broadcast group of learner rank 0 and the samplers. The run's
+    storage is a URI (file://, through pyarrow.fs as s3:// would be): every output is uploaded there."""
+    run_dir = tmp_path / "store" / "collective"
     log = tmp_path / "train.log"
     proc = train(["--config", "smoke", "--run.name=collective", "--data.limit=24", "--learner.warm_start_steps=10",
                   "--learner.total_steps=6", "--learner.publish_every=1", "--learner.batch_size=8",
                   "--buffer.min_fill=8", "--sampler.problems_per_batch=2", "--sampler.num_samplers=2",
-                  "--weights.transport=collective", "--learner.checkpoint_every=0"], tmp_path, log)
+                  "--weights.transport=collective", "--learner.checkpoint_every=0", "--eval.every_steps=3",
+                  "--eval.limit=4", f"--run.storage=file://{tmp_path / 'store'}"], tmp_path, log)
     assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
+    assert not (tmp_path / "runs").exists()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["checkpoint"] == f"file://{run_dir}/checkpoints/step_000016"
+    assert (run_dir / "checkpoints" / "step_000016" / "state.json").is_file()
+    assert (run_dir / "checkpoints" / "step_000016" / "buffer.snapshot.pkl").is_file()
+    assert (run_dir / "checkpoints" / "step_000016" / "hf" / "config.json").is_file()
+    assert (run_dir / "plots" / "training.png").is_file() and (run_dir / "config.yaml").is_file()
     recs = records(run_dir)
+    heldout = [r for r in recs if r.get("kind") == "eval"]
+    # From RL start to the end, every 3 RL steps (or as soon as the previous one is done), each at the learner step
+    # of the weights the samplers evaluated
+    steps = [r["step"] for r in heldout]
+    assert len(steps) >= 2 and steps == sorted(set(steps)) and 10 <= steps[0] < 16 and steps[-1] == 16
     groups = [r for r in recs if r.get("event") == "weight_group"]
     assert groups and groups[0]["members"] == 2
     versions = [r["version"] for r in recs if r.get("event") == "publish"]

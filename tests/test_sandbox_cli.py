@@ -59,10 +59,10 @@ def test_execute_names_the_bad_line_of_the_samples_file(tmp_path):
                        + json.dumps({"problem_id": "mbpp/999", "program": "x = 1"}) + "\n")
     result = _execute("--problems", str(problems), "--samples", str(samples))
     assert result.returncode == 2
-    assert f"{samples}:2" in result.stderr and "mbpp/999" in result.stderr
+    assert f"{samples}, line 2, field 'problem_id'" in result.stderr and "mbpp/999" in result.stderr
     samples.write_text('{"problem_id": "mbpp/601"}\n')
     result = _execute("--problems", str(problems), "--samples", str(samples))
-    assert result.returncode == 2 and f"{samples}:1" in result.stderr and "'program'" in result.stderr
+    assert result.returncode == 2 and f"{samples}, line 1" in result.stderr and "'program'" in result.stderr
 
 
 def test_execute_with_rewards_adds_the_rltf_fields(tmp_path):
@@ -93,3 +93,23 @@ def test_execute_names_a_malformed_problems_file(tmp_path):
     result = _execute("--problems", str(problems), "--samples", str(samples), "--format", "mbpp")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert str(problems) in result.stderr and "test_list" in result.stderr
+
+
+def test_execute_grades_the_datasets_own_ids_and_sample_files_keeping_their_fields(tmp_path):
+    """MBPP's integer task_id with a human-eval completion, evalplus's solution with its Mbpp/N id: each output
+    line is the input row, its fields kept, plus the verdict and `passed`."""
+    problems = _mbpp_file(tmp_path / "mbpp.jsonl")
+    rows = [
+        {"task_id": 601, "completion": "def add(a, b):\n    return a + b\n", "model": "m", "n": 0},
+        {"task_id": "Mbpp/602", "solution": "def double(x):\n    return x * x\n"},
+        {"problem_id": "mbpp/602", "program": "def double(x):\n    return 2 * x\n"},
+    ]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "graded.jsonl"
+    result = _execute("--problems", str(problems), "--samples", str(samples), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    graded = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [{k: g[k] for k in r} for g, r in zip(graded, rows)] == rows
+    assert [(g["outcome"], g["passed"], g["problem_id"]) for g in graded] == [
+        ("passed", True, "mbpp/601"), ("failed", False, "mbpp/602"), ("passed", True, "mbpp/602")]

@@ -107,14 +107,19 @@ def test_mbpp_setup_code_runs_after_program_and_objects_stay_in_the_child(server
     assert (v.outcome, v.tests_passed) == ("failed", 2)
 
 
-def test_program_objects_are_handles_that_never_equal_plain_values(server):
-    p = problem("assert", ["assert make() == 5", "assert make().value == 5", "assert list(gen()) == [0, 1, 2]",
-                           "assert str(make()) == 'five'"])
+def test_program_objects_are_call_only_handles_that_never_equal_plain_values(server):
     program = ("class Five:\n    value = 5\n    def __eq__(self, other): return True\n"
-               "    def __str__(self): return 'five'\n"
-               "def make(): return Five()\ndef gen(): return (i for i in range(3))\n")
-    v = server.run(p, program)
-    assert [t.status for t in v.test_results] == ["failed", "passed", "passed", "passed"]
+               "    def __bool__(self): return True\n    def __str__(self): return 'five'\n"
+               "def make(): return Five()\ndef gen(): return (i for i in range(3))\n"
+               "def adder(n): return lambda x: x + n\n")
+    expected = {"assert make() == 5": ("failed", None), "assert str(make()) == 'five'": ("failed", None),
+                "assert adder(2)(3) == 5": ("passed", None),
+                "assert make().value == 5": ("runtime_error", "AttributeError"),
+                "assert list(gen()) == [0, 1, 2]": ("runtime_error", "TypeError"),
+                "assert make()": ("runtime_error", "TypeError")}
+    for case, (outcome, error) in expected.items():
+        v = server.run(problem("assert", [case]), program)
+        assert (v.outcome, v.error.type if v.error else None) == (outcome, error), (case, v.summary())
 
 
 def test_builtin_named_function_is_tested_but_cannot_wrap_results(server):
@@ -126,18 +131,23 @@ def test_builtin_named_function_is_tested_but_cannot_wrap_results(server):
     assert v.outcome == "runtime_error" and v.error.type == "TypeError"  # the real sorted() on an int
 
 
-def test_humaneval_check_with_program_helpers_and_expected_exceptions(server):
+def test_humaneval_check_with_prompt_helpers_and_program_exceptions(server):
+    """The prompt's helpers run on the trusted side; a program exception is the program's runtime error even
+    where the test would catch that exception type (no program exception becomes control flow here)."""
     header = ("import math\n\ndef check(candidate):\n    assert math.fabs(poly([1, 2], candidate([1, 2]))) < 1e-6\n"
-              "    try:\n        candidate([])\n        raise AssertionError('no ValueError')\n"
-              "    except ValueError:\n        pass\n")
+              "    try:\n        candidate([])\n    except ValueError:\n        pass\n")
+    prompt = "def poly(xs, x):\n    return sum(c * x ** i for i, c in enumerate(xs))\n"
     p = problem("check", ["check(find_zero)"], header=header, entry_point="find_zero")
-    program = ("def poly(xs, x):\n    return sum(c * x ** i for i, c in enumerate(xs))\n"
-               "def find_zero(xs):\n    if not xs:\n        raise ValueError('empty')\n    return -xs[0] / xs[1]\n")
+    p.program_prefix = prompt
+    program = prompt + "def find_zero(xs):\n    if not xs:\n        return 0.0\n    return -xs[0] / xs[1]\n"
     assert server.run(p, program).passed
-    v = server.run(p, program.replace("raise ValueError('empty')", "return 0.0"))
+    v = server.run(p, program.replace("return -xs[0] / xs[1]", "return 1.0"))
     assert (v.outcome, v.tests_passed) == ("failed", 0)
-    v = server.run(p, program.replace("raise ValueError('empty')", "raise KeyError('empty')"))
-    assert v.outcome == "runtime_error" and v.error.type == "KeyError" and v.error.line == 5
+    v = server.run(p, program.replace("return 0.0", "raise ValueError('empty')"))
+    assert v.outcome == "runtime_error" and v.error.type == "ValueError" and v.error.line == 5
+    # Redefining the prompt's helper changes only the program's own copy.
+    cheat = program.replace("return -xs[0] / xs[1]", "return 1.0") + "def poly(xs, x):\n    return 0\n"
+    assert server.run(p, cheat).outcome == "failed"
 
 
 def test_stdio_formats(server):
@@ -197,7 +207,7 @@ def test_wire_rejects_malformed_and_strips_subclasses():
 
     back = wire.decode(wire.encode(Liar(7)))
     assert type(back) is int and back == 7 and back != 5
-    for bad in ({"x": 1}, {"s": [[1]]}, {"d": [1]}, {"h": 1}, {"B": "__import__"}, {"t": 5}):
+    for bad in ({"x": 1}, {"s": [[1]]}, {"d": [1]}, {"h": 1}, {"B": "__import__"}, {"B": "exec"}, {"t": 5}):
         with pytest.raises(wire.WireError):
             wire.decode(bad)
     with pytest.raises(TypeError):
@@ -238,3 +248,17 @@ def test_large_stdio_input_and_output_round_trip(server):
     text = "é\u0001" * 100_000  # non-ASCII and control characters: the reply grows when JSON-escaped
     p = problem("stdio", [["", text + "\n"]])
     assert server.run(p, f"print({text!r})\n").passed
+
+
+def test_a_broken_problem_is_an_infra_error_never_the_programs(server):
+    program = "def f(x):\n    return x\n"
+    broken_header = problem("check", ["check(f)"], header="import no_such_module_rltf\n", entry_point="f")
+    broken_prompt = problem("check", ["check(f)"], header="def check(c):\n    assert c(1) == 1\n", entry_point="f")
+    broken_prompt.program_prefix = "HELPER = 1 / 0\n"
+    for p in (broken_header, broken_prompt):
+        v = server.run(p, program)
+        assert (v.outcome, v.error.type) == ("infra_error", "BadProblem"), v.summary()
+    # A header that needs a name the program does not define: the program's runtime error (no reward to dodge).
+    v = server.run(problem("check", ["check(f)"], header="g = f\ndef check(c):\n    pass\n", entry_point="f"),
+                   "def h(x):\n    return x\n")
+    assert (v.outcome, v.error.type) == ("runtime_error", "NameError"), v.summary()

@@ -71,3 +71,29 @@ def test_worker_actor_runs_with_isolation(ray_local):
     verdicts = ray.get(worker.run_batch.remote([(ADD, GOOD), (ADD, "import os\ndef add(a, b): os._exit(3)")]))
     assert [v.outcome for v in verdicts] == ["passed", "runtime_error"] and verdicts[1].reason == "exit"
     ray.kill(worker)
+
+
+@pytest.mark.slow
+def test_pool_reports_isolation_and_stops_when_workers_cannot_isolate(ray_local, tmp_path, monkeypatch):
+    """A run records its isolation level; workers that cannot isolate programs stop it with their explanation
+    instead of grading (or being retried as dead workers)."""
+    from sandbox.isolation import SandboxUnavailable
+
+    pool = RaySandboxPool(create_sandbox_workers(1, LIMITS), LIMITS)
+    assert pool.isolation_level().split("+")[0] in ("namespaces", "userns")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "unshare").write_text("#!/bin/sh\necho 'unshare: Operation not permitted' >&2\nexit 1\n")
+    (fake / "unshare").chmod(0o755)
+    refused = ray.remote(SandboxWorker).options(num_cpus=0, runtime_env={"env_vars": {"PATH": f"{fake}:/usr/bin:/bin"}})
+    pool = RaySandboxPool([refused.remote(LIMITS)], LIMITS)
+    with pytest.raises(SandboxUnavailable, match="cannot isolate programs"):
+        pool.run([(ADD, GOOD)])
+    with pytest.raises(SandboxUnavailable, match="isolation=none"):
+        pool.isolation_level()
+    assert pool.replaced == 0
+    import sandbox.pool as pool_module
+
+    monkeypatch.setattr(pool_module, "_create_one", lambda *a, **k: refused.remote(LIMITS))
+    with pytest.raises(SandboxUnavailable, match="cannot isolate programs"):
+        create_sandbox_workers(2, LIMITS)

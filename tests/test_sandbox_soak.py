@@ -119,5 +119,7 @@ def test_soak_5000_programs_leaves_no_trace():
             assert not verdict.passed, verdict.summary()
         else:
             assert verdict.outcome == want, verdict.summary()
-    # No growth: one fewer descriptor happens when an object left by an earlier test closes its file mid-soak.
-    assert after[0] <= before[0] and after[1:] == before[1:], f"resources before {before}, after {after}"
+    # No growth: one fewer descriptor or descendant process happens when something left by an earlier test (an
+    # open file, a Ray helper process) ends mid-soak; the fork-servers' own state must be exactly as before.
+    assert after[0] <= before[0] and after[1] <= before[1] and after[2] == before[2], \
+        f"resources before {before}, after {after}"

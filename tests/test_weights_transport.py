@@ -113,7 +113,7 @@ def ray_local():
 def _transport(kind: str, **options):
     store = ray.remote(WeightStore).options(num_cpus=0).remote()
     if kind == "collective":
-        options = {"timeout_s": 30.0, "device": "cpu", **options}
+        options = {"timeout_s": 30.0, **options}
     return make_weight_sync(kind, store, **options)
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 import ray
@@ -25,34 +25,45 @@ import ray
 from actors.buffer import BufferStats, OnlineBuffer
 from actors.fleet import Fleet
 from cluster.metrics import RunMetrics
+from cluster.storage import RunStorage
 from configs import save_config
 from configs.schema import Config
+from evaluation.heldout import HeldOutEval, load_heldout
 from learner import make_weight_sync
-from learner.checkpoints import Checkpoint, CheckpointState, RunCheckpoints
+from learner.checkpoints import BUFFER_SNAPSHOT, Checkpoint, CheckpointState, RunCheckpoints
 from learner.group import LearnerGroup
 from learner.weight_sync import WeightStore, WeightSyncError
 from train.run_log import RunLog
 from train.sources import make_source
 from train.status import Phase, Progress, RunStatus, RunSummary, SamplingStats
 
+log = logging.getLogger(__name__)
+
 
 class Controller:
-    def __init__(self, cfg: Config, run_dir: str, resume: bool = False) -> None:
-        self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+    def __init__(self, cfg: Config, location: str, resume: bool = False) -> None:
+        """``location``: the run's folder in its storage (a path or a URI, `cluster.storage`)."""
+        self.cfg, self.location, self.resume = cfg, location, resume
+        self.storage = RunStorage(location)
         self.phase = Phase.STARTING
         self.step = self.version = 0
+        self.version_steps: dict[int, int] = {}  # weight version -> the learner step it was published at
+        self.heldout: Optional[HeldOutEval] = None
+        self.last_heldout: dict[str, Any] = {}
         self.started = self.train_started = self.last_checkpoint = time.time()
         self.progress_ = Progress(Phase.STARTING.value)
-        self.log = RunLog(self.run_dir)
+        self.log = RunLog(self.storage)
         self.metrics = RunMetrics(cfg.run.name, "controller")
-        self.checkpoints = RunCheckpoints(self.run_dir)
+        self.checkpoints = RunCheckpoints(self.storage)
+        latest = self.checkpoints.latest() if resume else None
         self.store = ray.remote(WeightStore).options(name=self.actor_name("weights"), num_cpus=0).remote()
         self.weight_sync = make_weight_sync(cfg.weights.transport, self.store)
         self.buffer = ray.remote(OnlineBuffer).options(
             # Killed, it restarts from its snapshot and log; calls made meanwhile are retried, not lost.
             name=self.actor_name("buffer"), num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=64,
-        ).remote(cfg.buffer, str(self.run_dir / "buffer"), cfg.run.seed)
-        self.learners = LearnerGroup(cfg, self.actor_name, self.run_dir)
+        ).remote(cfg.buffer, str(self.storage.local_dir() / "buffer"), cfg.run.seed,
+                 latest and (latest.storage, latest.file_name(BUFFER_SNAPSHOT)))
+        self.learners = LearnerGroup(cfg, self.actor_name, location)
         self.fleet = Fleet(cfg, self.actor_name, self.samplers_changed, self.log.write)
         self.source = make_source(self)
 
@@ -74,9 +85,12 @@ class Controller:
 
         cfg = self.cfg
         self.phase = Phase.BUILDING
-        save_config(cfg, self.run_dir / "config.yaml")
+        save_config(cfg, self.log.run_dir / "config.yaml")
         problems = load_problems(cfg.data.source, fmt=cfg.data.format, split=cfg.data.split, limit=cfg.data.limit,
                                  skip_invalid=cfg.data.skip_invalid)
+        if cfg.eval.every_steps and cfg.learner.rl and cfg.learner.online:  # evaluated by the online samplers
+            self.heldout = HeldOutEval(cfg, load_heldout(cfg), self._heldout_record,
+                                       lambda version: self.version_steps.get(version, self.step))
         problems_ref = ray.put(problems)
         self.fleet.start_sandbox()
         self.fleet.supply(problems_ref, self.buffer, self.weight_sync)
@@ -102,6 +116,7 @@ class Controller:
             return
         self.phase = self.source.phase
         await self.source.start()
+        await self._maybe_evaluate()
         last_tick = 0.0
         while self.step < total and not self._out_of_time():
             batch = await self.source.next_batch()
@@ -114,6 +129,7 @@ class Controller:
             metrics = await self._learner_step(batch.shards)
             record = {"kind": "learner", "step": self.step, **batch.stats(self.version), **metrics}
             await self.source.after_step(self.step)
+            await self._maybe_evaluate()
             await self._maybe_checkpoint(self.step - learner.warm_start_steps)
             if not self.source.samples:
                 self.progress_ = Progress(self.phase.value, self.step, self.version, learner=metrics)
@@ -124,6 +140,10 @@ class Controller:
 
     async def _finish(self) -> RunSummary:
         self.phase = Phase.FINISHING
+        if self.heldout is not None:  # the end's evaluation, by the samplers before they stop
+            await self.heldout.wait()
+            await self._maybe_evaluate(final=True)
+            await self.heldout.wait()
         final = await self._tick()
         await self.fleet.stop_samplers(self.buffer.close.remote)
         seqs = await self.buffer.sequence_numbers.remote()
@@ -133,11 +153,13 @@ class Controller:
         if checkpoint is None or checkpoint.step != self.step:
             checkpoint = await self._checkpoint()
         self.log.close()
-        plots = self.log.plot()
+        plots = [self.storage.url(str(p.relative_to(self.log.run_dir))) for p in self.log.plot()]
         self.phase = Phase.DONE
-        summary = RunSummary(dataclasses.replace(final, phase=Phase.DONE.value), str(checkpoint.path),
-                             str(checkpoint.hf_dir), [str(p) for p in plots], str(self.run_dir))
-        (self.run_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+        summary = RunSummary(dataclasses.replace(final, phase=Phase.DONE.value),
+                             checkpoint.location if checkpoint else None, checkpoint.hf_location if checkpoint else None,
+                             plots, self.location)
+        (self.log.run_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+        self.log.sync()
         return summary
 
     # --- the parts the loop and the sources use -------------------------------------------------------------
@@ -164,6 +186,7 @@ class Controller:
             return
         if info is not None:
             self.version += 1
+            self.version_steps[self.version] = self.step
             self.log.write({"kind": "event", "event": "publish", "step": self.step, **info})
 
     async def samplers_changed(self) -> None:
@@ -171,6 +194,21 @@ class Controller:
         if members is not None:  # newcomers have no weights until the current ones go out again
             self.log.write({"kind": "event", "event": "weight_group", **members})
             await self.publish()
+
+    async def _maybe_evaluate(self, final: bool = False) -> None:
+        """Start a held-out evaluation of the current weights when one is due (`evaluation.heldout`)."""
+        rl_steps = self.step - self.cfg.learner.warm_start_steps
+        if self.heldout is None or not self.fleet.samplers or not self.heldout.due(rl_steps, self.step, final):
+            return
+        if self.version_steps.get(self.version) != self.step:  # the samplers evaluate what the learner has now
+            await self.publish()
+        self.heldout.start(list(self.fleet.samplers.values()), rl_steps, self.step, self.version)
+
+    def _heldout_record(self, record: dict[str, Any]) -> None:
+        if record["kind"] == "eval":
+            self.last_heldout = {k: v for k, v in record.items() if k == "step" or k.startswith("eval_pass@")}
+        self.log.write(record)
+        self.log.sync()
 
     def _out_of_time(self) -> bool:
         limit = self.cfg.run.max_wall_s
@@ -187,27 +225,40 @@ class Controller:
         if by_steps or by_time:
             await self._checkpoint()
 
-    async def _checkpoint(self) -> Checkpoint:
-        checkpoint = self.checkpoints.begin(self.step)
+    async def _checkpoint(self) -> Optional[Checkpoint]:
+        """Save a whole checkpoint, or report why it could not be written and keep the last good one."""
         self.last_checkpoint = time.time()
         state = CheckpointState(self.step, self.version, self.phase.value,
                                 round(self.last_checkpoint - self.train_started, 2))
-        await self.learners.save(checkpoint, state)
-        await self.buffer.snapshot.remote(str(checkpoint.buffer_dir))
-        self.checkpoints.commit(checkpoint, state)
-        self.log.write({"kind": "event", "event": "checkpoint", "step": self.step, "path": str(checkpoint.path)})
+        checkpoint = None
+        try:
+            checkpoint = self.checkpoints.begin(self.step)
+            parts = await self.learners.save(checkpoint, state)
+            await self.buffer.snapshot.remote(checkpoint.storage, checkpoint.file_name(BUFFER_SNAPSHOT))
+            checkpoint = self.checkpoints.commit(checkpoint, state, parts)
+        except OSError as exc:  # CheckpointWriteError, StorageError: they name the path
+            if checkpoint is not None:
+                self.checkpoints.abort(checkpoint)
+            kept = self.checkpoints.latest()
+            log.error("checkpoint of step %d failed: %s; the last good one is %s", self.step, exc,
+                      kept.location if kept else "none")
+            self.log.write({"kind": "event", "event": "checkpoint_failed", "step": self.step, "error": str(exc),
+                            "kept": kept.location if kept else None})
+            return kept
+        self.log.write({"kind": "event", "event": "checkpoint", "step": self.step, "path": checkpoint.location})
+        self.log.sync()
         return checkpoint
 
     async def _restore(self) -> None:
         latest = self.checkpoints.latest()
         if latest is None:
-            raise FileNotFoundError(f"--resume: no checkpoint under {self.checkpoints.root}")
+            raise FileNotFoundError(f"--resume: no whole checkpoint under {self.checkpoints.root}")
         await self.learners.load(latest)
         state = latest.state()
         self.step, self.version = state.step, state.version
         # The buffer actor restored itself from the run's buffer/ (snapshot + log): record what it holds.
         seqs = await self.buffer.sequence_numbers.remote()
-        self.log.write({"kind": "event", "event": "resumed", "step": self.step, "path": str(latest.path),
+        self.log.write({"kind": "event", "event": "resumed", "step": self.step, "path": latest.location,
                         "buffer_size": len(seqs), "buffer_seq_sum": sum(seqs),
                         "buffer_accepted": (await self.buffer.stats.remote()).accepted})
 
@@ -228,7 +279,7 @@ class Controller:
             sampler_restarts=self.fleet.restarts,
         )
         self.progress_ = Progress(self.phase.value, self.step, self.version, round(elapsed, 1),
-                                  learner_metrics or {}, sampling)
+                                  learner_metrics or {}, sampling, self.last_heldout)
         m = self.metrics
         m.record("rltf_pass_rate", sampling.pass_rate)
         m.record("rltf_mean_reward", sampling.mean_reward)

@@ -46,6 +46,7 @@ class Progress:
     elapsed_s: float = 0.0
     learner: dict[str, float] = field(default_factory=dict)  # the latest learner step's metrics (sl_nll, lr, ...)
     sampling: Optional[SamplingStats] = None  # None until sampling starts (and in the supervised-only control)
+    heldout: dict[str, Any] = field(default_factory=dict)  # the latest held-out evaluation (step, eval_pass@...)
 
     def flat(self) -> dict[str, Any]:
         """One flat record: what the progress adds to the run's metrics.jsonl and summary.json."""
@@ -53,6 +54,8 @@ class Progress:
                **self.learner}
         if self.sampling is not None:
             out.update(asdict(self.sampling), loss=self.learner.get("loss_rl"))
+        if self.heldout:
+            out["heldout"] = self.heldout
         return out
 
 
