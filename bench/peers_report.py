@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -92,7 +93,7 @@ def markdown(results: dict) -> str:
     s = results["settings"]
     start = results["start"]
     load = ", ".join(f"{results.get(k, [0])[0]:.2f}" for k in ("load_avg_start", "load_avg_end"))
-    parts = [f"`{' '.join(results.get('commands') or ['bench/peers.py'])}` ({results.get('elapsed_s', 0) / 60:.0f} min; "
+    parts = [f"`{shlex.join(results.get('commands') or ['bench/peers.py'])}` ({results.get('elapsed_s', 0) / 60:.0f} min; "
              f"1-minute load average at start and end: {load}); {s['budget_s']:.0f} s of training per run, "
              f"{s['seeds']} seeds, from the warm start (held-out tests-only / supervised pass@1 "
              f"{start[0]['tests-only']['pass@1']:.3f} / {start[0]['supervised']['pass@1']:.3f}; evaluated again: "
