@@ -1,9 +1,15 @@
 """The sampler actor: generate programs from a policy copy, grade them in the sandbox, push trajectories.
 
-One loop per sampler (`run`), one batch of problems per turn:
+One loop per sampler (`run`), one batch of problems per turn, in two stages that overlap:
 
-    refresh weights if a newer version is published  ->  N samples (+ 1 greedy) per problem
-    ->  sandbox pool (parallel workers)  ->  rewards  ->  online buffer (waits under back-pressure)
+    generate (this thread):  refresh weights if a newer version is published  ->  N samples (+ 1 greedy) per problem
+    grade (a second thread): sandbox pool (parallel workers)  ->  rewards  ->  online buffer (back-pressure)
+
+While batch k is graded, scored and pushed, batch k + 1 is generated; batch k + 1 is handed over only once
+batch k is in the buffer, so back-pressure still bounds how far the sampler runs ahead (one batch more than
+``buffer.max_unread``). The model is used by the generating thread (weights load between its batches) and by
+`evaluate` (held-out evaluation, called from another thread), in turns under one lock; the grading thread never
+touches it.
 
 It is a threaded Ray actor (``max_concurrency`` > 1): `run` loops in one thread while `status` and `stop` answer
 from others. `stop` lets the current batch finish and be pushed, then `run` returns: scaling a sampler down
@@ -12,6 +18,7 @@ loses nothing it has already generated.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import copy
 import logging
 import os
@@ -20,12 +27,15 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from cluster.metrics import RunMetrics
 from configs.schema import Config
 from rewards import BatchScorer, GradedSample, Trajectory
 from tasks.problem import Problem
+
+if TYPE_CHECKING:
+    from models.generation import GeneratedProgram
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,17 @@ class SamplerStatus:
     weight_sync_s: list[float] = field(default_factory=list)  # push -> running, per switch (recent)
     pid: int = 0
     pool_generation: int = 0  # the sandbox pool it grades on (`Fleet` resizes pools by generation)
+
+
+@dataclass
+class GeneratedBatch:
+    """One batch between the two stages: what was generated, and by which weight version."""
+
+    problems: list[Problem]
+    prompts: list[list[int]]
+    samples: list[GeneratedProgram]
+    greedy: list[GeneratedProgram]
+    policy_version: int
 
 
 class Sampler:
@@ -124,8 +145,8 @@ class Sampler:
                                                                               self.cfg.model.max_prompt_tokens)
         return self._prompt_ids[problem.problem_id]
 
-    def sample_batch(self) -> list[Trajectory]:
-        """Generate, grade and score one batch of problems (runs in a worker thread)."""
+    def generate_batch(self) -> GeneratedBatch:
+        """Generate one batch of problems with the weights loaded now (the generating thread's stage)."""
         cfg = self.cfg
         problems = self._next_problems()
         prompts = [self.prompt_ids(p) for p in problems]
@@ -135,25 +156,35 @@ class Sampler:
                                             temperature=cfg.sampler.temperature, top_p=cfg.sampler.top_p)
             greedy = (self.backend.generate(prompts, num_samples=1, max_new_tokens=cfg.model.max_new_tokens,
                                             greedy=True) if self.scorer.needs_greedy else [])
-        jobs = [(problems[g.prompt_index], problems[g.prompt_index].program_prefix + g.text) for g in samples + greedy]
+        return GeneratedBatch(problems, prompts, samples, greedy, self.version)
+
+    def grade_batch(self, batch: GeneratedBatch) -> list[Trajectory]:
+        """Grade a generated batch in the sandbox and score it into trajectories (the grading thread's stage)."""
+        problems, prompts, programs = batch.problems, batch.prompts, batch.samples + batch.greedy
+        jobs = [(problems[g.prompt_index], problems[g.prompt_index].program_prefix + g.text) for g in programs]
         self.metrics.record("rltf_sandbox_queue_depth", len(jobs), sampler=self.sampler_id)
         verdicts = self.pool.run(jobs)
         self.metrics.record("rltf_sandbox_queue_depth", 0, sampler=self.sampler_id)
         graded = [GradedSample(problems[g.prompt_index], prompts[g.prompt_index], g, verdict, group=g.prompt_index)
-                  for g, verdict in zip(samples + greedy, verdicts)]
-        batch = self.scorer.score_batch(graded[: len(samples)], graded[len(samples):], policy_version=self.version,
-                                        sampler_id=self.sampler_id)
+                  for g, verdict in zip(programs, verdicts)]
+        n = len(batch.samples)
+        scored = self.scorer.score_batch(graded[:n], graded[n:], policy_version=batch.policy_version,
+                                         sampler_id=self.sampler_id)
         st = self.status_
-        for verdict in verdicts[: len(samples)]:
+        for verdict in verdicts[:n]:
             st.outcomes[verdict.outcome] = st.outcomes.get(verdict.outcome, 0) + 1
-        st.samples += batch.scored
-        st.passed += batch.passed
-        st.reward_sum += batch.reward_sum
+        st.samples += scored.scored
+        st.passed += scored.passed
+        st.reward_sum += scored.reward_sum
         st.problems += len(problems)
-        self.metrics.record("rltf_samples_total", len(batch.trajectories), sampler=self.sampler_id)
+        self.metrics.record("rltf_samples_total", len(scored.trajectories), sampler=self.sampler_id)
         for outcome, count in collections.Counter(v.outcome for v in verdicts).items():
             self.metrics.record("rltf_programs_total", count, outcome=outcome)
-        return batch.trajectories
+        return scored.trajectories
+
+    def sample_batch(self) -> list[Trajectory]:
+        """Generate, grade and score one batch, one stage after the other."""
+        return self.grade_batch(self.generate_batch())
 
     # --- held-out evaluation --------------------------------------------------------------------------------
     def evaluate(self, problems: list[Problem], seed: int) -> dict[str, Any]:
@@ -183,30 +214,47 @@ class Sampler:
 
     # --- the loop ------------------------------------------------------------------------------------------
     def run(self, max_batches: Optional[int] = None) -> SamplerStatus:
-        """Sample until `stop` (or ``max_batches``); every batch ends up in the buffer before the next starts."""
+        """Sample until `stop` (or ``max_batches``); every batch ends up in the buffer before `run` returns."""
         batches = 0
-        while not self.stopping and (max_batches is None or batches < max_batches):
-            if self._next_pool is not None:
-                (self.pool, self.status_.pool_generation), self._next_pool = self._next_pool, None
-            self.refresh_weights()
-            if self.version == 0:
-                time.sleep(0.2)  # nothing published yet: never sample from weights the learner did not send
-                continue
-            trajectories = self.sample_batch()
-            if trajectories and self._push(trajectories) == 0:
-                break  # the buffer is closed: the run is ending
-            batches += 1
+        pushing: Optional[concurrent.futures.Future] = None  # the previous batch: grade, score, push
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="grade") as grader:
+            while not self.stopping and (max_batches is None or batches < max_batches):
+                self.refresh_weights()
+                if self.version == 0:
+                    time.sleep(0.2)  # nothing published yet: never sample from weights the learner did not send
+                    continue
+                batch = self.generate_batch()
+                if pushing is not None and self._wait_pushed(pushing) == 0:
+                    pushing = None
+                    break  # the buffer is closed: the run is ending
+                if self._next_pool is not None:  # switched while no batch is being graded
+                    (self.pool, self.status_.pool_generation), self._next_pool = self._next_pool, None
+                pushing = grader.submit(self._grade_and_push, batch)
+                batches += 1
+            if pushing is not None:
+                self._wait_pushed(pushing)
         return self.status()
 
-    def _push(self, trajectories: list[Trajectory]) -> int:
-        """Put a batch into the buffer. While back-pressure holds it, keep taking new weights: a collective
-        publish waits for every sampler, and the learner frees buffer space only after that publish."""
+    def _grade_and_push(self, batch: GeneratedBatch) -> int:
+        """Grade and score a batch, then put it into the buffer. Returns how many the buffer accepted; -1 for a
+        batch with nothing to push, 0 once the buffer is closed."""
+        trajectories = self.grade_batch(batch)
+        return self._put(trajectories) if trajectories else -1
+
+    def _put(self, trajectories: list[Trajectory]) -> int:
+        """Into the buffer, waiting while back-pressure holds the batch."""
         import ray
 
-        ref = self.buffer.put.remote(trajectories, uuid.uuid4().hex)  # the id makes a retried put idempotent
-        while not ray.wait([ref], timeout=0.5)[0]:
-            self.refresh_weights()
-        return ray.get(ref)
+        return ray.get(self.buffer.put.remote(trajectories, uuid.uuid4().hex))  # the id makes a retry idempotent
+
+    def _wait_pushed(self, pushing: concurrent.futures.Future) -> int:
+        """Wait until the previous batch is in the buffer. Meanwhile keep taking new weights (this thread owns the
+        model): a collective publish waits for every sampler, and the learner frees buffer space only after it."""
+        while True:
+            try:
+                return pushing.result(timeout=0.5)
+            except concurrent.futures.TimeoutError:
+                self.refresh_weights()
 
     def set_sandbox_pool(self, pool: Any, generation: int) -> None:
         """A resized sandbox pool, taken up at the next batch boundary (`run` reports ``pool_generation``)."""

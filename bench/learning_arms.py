@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # arm -> (what it is, config overrides on top of configs/learning.yaml)
 ARMS: dict[str, tuple[str, list[str]]] = {
-    "supervised": ("supervised only (the control)", ["--learner.rl=false", "--learner.num_cpus=2"]),
+    "supervised": ("supervised only (the control)", ["--learner.rl=false"]),
     "coarse": ("+ coarse reward", ["--reward.adaptive=false", "--reward.fine_grained=false"]),
     "coarse+fine": ("+ fine-grained", ["--reward.adaptive=false", "--reward.fine_grained=true"]),
     "rltf": ("+ adaptive (RLTF)", ["--reward.adaptive=true", "--reward.fine_grained=true"]),

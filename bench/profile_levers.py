@@ -7,9 +7,11 @@ measured alone (one process, no Ray) on the real model and real batches, against
    buffer + 32 supervised references (the learning preset), and the RL micro-step alone, at 1 and 2 torch
    threads; plus the same RL micro-step in plain torch (forward, backward, AdamW): DeepSpeed's share.
 2. generation (`models.generation.generate_programs`, the sampler's call): 8 prompts x 4, 8, 16 samples (32, 64,
-   128 programs per call) at 1 and 2 threads: programs per second; and 8 x 4 on one thread while another process
-   takes learner steps back to back on 1 or 2 threads (what sharing the 2 cores costs the sampler), inside a Ray
-   actor, and on the run's own batches (the buffer's prompts) with the starting and the trained model.
+   128 programs per call) at 1 and 2 threads, with the sampler's decode loop and through transformers' `generate`:
+   programs per second; and 8 x 4 on one thread while another process takes learner steps back to back on 1 or 2
+   threads, its OpenMP threads spinning (the default) or waiting passively (what sharing the 2 cores costs each;
+   that learner alone too), inside a Ray actor, and on the run's own batches (the buffer's prompts) with the
+   starting and the trained model.
 Writes bench/results/profile_levers.json and prints a table.
 """
 from __future__ import annotations
@@ -82,7 +84,7 @@ def learner_steps(start_model: str, trajectories: list, reps: int, tmp: str) -> 
     return rows
 
 
-def generation(start_model: str, reps: int, threads=(1, 2), samples=(4, 8, 16)) -> list[dict]:
+def generation(start_model: str, reps: int, threads=(1, 2), samples=(4, 8, 16), decoders=(False, True)) -> list[dict]:
     from configs import load_config
     from models import load_policy
     from models.encoding import encode_prompt
@@ -98,13 +100,15 @@ def generation(start_model: str, reps: int, threads=(1, 2), samples=(4, 8, 16)) 
     for count in threads:
         torch.set_num_threads(count)
         for n in samples:
-            torch.manual_seed(0)
-            seconds = timed(lambda n=n: generate_programs(
-                policy.model, policy.tokenizer, prompts, is_seq2seq=False, num_samples=n,
-                max_new_tokens=cfg.model.max_new_tokens, temperature=cfg.sampler.temperature,
-                top_p=cfg.sampler.top_p), reps)
-            rows.append({"what": f"generate_programs, {len(prompts)} prompts x {n}", "threads": count,
-                         "seconds": seconds, "programs_per_s": len(prompts) * n / seconds})
+            for use_generate in decoders:
+                torch.manual_seed(0)
+                seconds = timed(lambda n=n, g=use_generate: generate_programs(
+                    policy.model, policy.tokenizer, prompts, is_seq2seq=False, num_samples=n,
+                    max_new_tokens=cfg.model.max_new_tokens, temperature=cfg.sampler.temperature,
+                    top_p=cfg.sampler.top_p, use_generate=g), reps)
+                how = "through generate" if use_generate else "decode loop"
+                rows.append({"what": f"generate_programs ({how}), {len(prompts)} prompts x {n}", "threads": count,
+                             "seconds": seconds, "programs_per_s": len(prompts) * n / seconds})
     return rows
 
 
@@ -159,23 +163,31 @@ def _learner_loop(start_model: str, buffer: str, threads: int, ready, stop, timi
             timing[1] += time.perf_counter() - t
 
 
-def shared_cores(start_model: str, buffer: str, reps: int) -> list[dict]:
-    """Generation (1 thread) while a learner process takes steps on the other core: the cost of sharing."""
+def shared_cores(start_model: str, buffer: str, reps: int, alone_s: float = 20.0) -> list[dict]:
+    """A learner process taking steps back to back, alone and while this process generates on one thread: what
+    sharing the 2 cores costs each, by the learner's threads and its OpenMP threads' wait policy (spinning, the
+    default, or passive, as cluster/connect.py sets for actors)."""
     import multiprocessing as mp
 
     rows = []
-    for learner_threads in (1, 2):
+    for learner_threads, policy in ((1, "ACTIVE"), (2, "ACTIVE"), (2, "PASSIVE")):
         ctx = mp.get_context("spawn")
         ready, stop, timing = ctx.Event(), ctx.Event(), ctx.Array("d", 2)
+        os.environ["OMP_WAIT_POLICY"] = policy  # read when the child loads OpenMP
         proc = ctx.Process(target=_learner_loop, args=(start_model, buffer, learner_threads, ready, stop, timing))
         proc.start()
+        del os.environ["OMP_WAIT_POLICY"]
         ready.wait(300)
+        setting = f"{learner_threads} thread(s), OpenMP wait {policy.lower()}"
         timing[0] = timing[1] = 0.0
-        for row in generation(start_model, reps, threads=(1,), samples=(4,)):
-            rows.append({**row, "what": row["what"] + f", beside a learner on {learner_threads} thread(s)"})
-        steps, seconds = timing[0], timing[1]
-        rows.append({"what": "  that learner's train_step (32 RL + 32 supervised) meanwhile", "threads": learner_threads,
-                     "seconds": seconds / max(steps, 1)})
+        time.sleep(alone_s)
+        rows.append({"what": f"learner train_step (32 RL + 32 supervised) alone, {setting}",
+                     "threads": learner_threads, "seconds": timing[1] / max(timing[0], 1)})
+        timing[0] = timing[1] = 0.0
+        for row in generation(start_model, reps, threads=(1,), samples=(4,), decoders=(False,)):
+            rows.append({**row, "what": row["what"] + f", beside a learner on {setting}"})
+        rows.append({"what": f"  that learner's train_step meanwhile, {setting}", "threads": learner_threads,
+                     "seconds": timing[1] / max(timing[0], 1)})
         stop.set()
         proc.join(120)
     return rows
@@ -204,7 +216,7 @@ def in_ray_actor(start_model: str, reps: int) -> list[dict]:
 class GenerationActor:
     def run(self, start_model: str, reps: int) -> list[dict]:
         torch.set_num_threads(1)  # as actors.sampler.Sampler does
-        return generation(start_model, reps, threads=(1,), samples=(4,))
+        return generation(start_model, reps, threads=(1,), samples=(4,), decoders=(False,))
 
 
 def main(argv=None) -> int:
@@ -226,7 +238,7 @@ def main(argv=None) -> int:
             rows += run_batches(str(model), args.buffer, 6)
     for row in rows:
         extra = f"  {row['programs_per_s']:6.1f} programs/s" if "programs_per_s" in row else ""
-        print(f"{row['what']:50s} threads {row['threads']}: {row['seconds']:.3f} s{extra}")
+        print(f"{row['what']:90s} threads {row['threads']}: {row['seconds']:.3f} s{extra}")
     result = {"rows": rows, "load_avg_start": load, "load_avg_end": os.getloadavg(),
               "total_s": round(time.time() - started, 1), "settings": vars(args)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,7 @@ def line_of(relpath: str, text: str) -> str:
 def rules() -> list[tuple[str, tuple[str, ...]]]:
     """(category, substrings that must all be on the stack); the first match wins, so specific rules come first."""
     rl = line_of("learner/rank.py", "self.micro_step(rl_loss")
-    logits = line_of("models/generation.py", "torch.stack(out.logits")
-    log_softmax = line_of("models/generation.py", "torch.log_softmax(logits")
+    logprobs = line_of("models/generation.py", "logprobs[rows, step] =")
     return [
         # weights: learner side, then sampler side
         ("learner: publish weights (state_dict, ray.put)", ("publish (learner/rank.py",)),
@@ -35,15 +34,17 @@ def rules() -> list[tuple[str, tuple[str, ...]]]:
         ("sampler: load new weights (load_state_dict)", ("refresh_weights (actors/sampler.py", "load_state_dict")),
         ("sampler: ask for a newer weight version", ("refresh_weights (actors/sampler.py",)),
         # the sampler's batch
-        ("sampler: behaviour log-probs (stack logits, log_softmax)", (logits,)),
-        ("sampler: behaviour log-probs (stack logits, log_softmax)", (log_softmax,)),
+        ("sampler: behaviour log-probs (log_softmax, gather)", (logprobs,)),
+        ("sampler: behaviour log-probs (log_softmax, gather)", ("BehaviourLogprobs",)),
         ("sampler: generation, model forward", ("generate_programs", "modeling_gpt2")),
+        ("sampler: generation, sampling loop (top-p, cache, stopping)", ("generate_programs", "decode_causal")),
         ("sampler: generation, sampling loop (top-p, cache, stopping)", ("generate_programs", "generate (")),
         ("sampler: generation, decode and bookkeeping", ("generate_programs",)),
         ("sampler: waiting for sandbox verdicts", ("run (sandbox/pool.py",)),
-        ("sampler: rewards (score_program)", ("sample_batch (actors/sampler.py", "rewards/")),
-        ("sampler: batch bookkeeping (trajectories, metrics)", ("sample_batch (actors/sampler.py",)),
-        ("sampler: waiting under back-pressure (buffer.put)", ("_push (actors/sampler.py",)),
+        ("sampler: rewards (score_program)", ("grade_batch (actors/sampler.py", "rewards/")),
+        ("sampler: batch bookkeeping (trajectories, metrics)", ("_batch (actors/sampler.py",)),
+        ("sampler: waiting under back-pressure (buffer.put)", ("_wait_pushed (actors/sampler.py",)),
+        ("sampler: grading thread, waiting under back-pressure (buffer.put)", ("_grade_and_push (actors/sampler.py",)),
         ("sampler: waiting for the first weights", (line_of("actors/sampler.py", "time.sleep(0.2)"),)),
         # the sandbox worker
         ("sandbox: trusted-side grading", ("run_batch (sandbox/pool.py", "sandbox/grading.py")),

@@ -10,8 +10,15 @@ import math
 import os
 from typing import Any
 
-# Actor processes: no per-file progress bars from transformers / huggingface_hub in the run's log.
-QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+# Actor processes of an embedded cluster: no per-file progress bars from transformers / huggingface_hub in the run's
+# log, and OpenMP threads that sleep when they run out of work instead of spinning. Samplers and the learner share
+# the cores of one machine. Measured on 2 cores (a 32 RL + 32 supervised learner step in one process, 8 x 4 programs
+# generated on one thread in another): a learner on 2 spinning threads beside the generator took 3.2-3.4 s a step
+# (1.17 s alone) and slowed generation to 49 programs/s; on 2 passive threads 2.0-2.4 s (a 1-thread learner: 2.15 s)
+# with generation at 60-81/s; alone, passive costs it 1.17 -> 1.42 s, still below 1 thread's 1.87 s
+# (bench/results/profile.md; bench/profile_levers.py measures the rest).
+WORKER_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false",
+              "OMP_WAIT_POLICY": "PASSIVE"}
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor for a job's entrypoint
 
 
@@ -51,7 +58,7 @@ def init_ray(address: str | None = None, namespace: str = "rltf", num_cpus: floa
         os.environ.pop(JOB_CONFIG_ENV, None)
         ray.init(address="local", _node_ip_address="127.0.0.1", namespace=namespace,
                  num_cpus=max(os.cpu_count() or 1, math.ceil(num_cpus)), include_dashboard=False,
-                 log_to_driver=log_to_driver, runtime_env={"env_vars": QUIET_ENV}, **options)
+                 log_to_driver=log_to_driver, runtime_env={"env_vars": WORKER_ENV}, **options)
     return True
 
 

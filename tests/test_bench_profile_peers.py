@@ -1,12 +1,13 @@
-"""The profile's stack categories (bench/profile_report.py) and the TRL side's problem stream and sandbox reward
-(bench/peers.py), without Ray or TRL: the reward grades real programs in a real sandbox pool."""
+"""The profile's stack categories (bench/profile_report.py), the TRL side's problem stream and sandbox reward
+(bench/peers_trl.py) and the peers report (bench/peers_report.py), without Ray or TRL: the reward grades real
+programs in a real sandbox pool."""
 from __future__ import annotations
 
 import collections
 
 import pytest
 
-from bench.peers import SandboxCoarseReward, problem_stream
+from bench.peers_trl import SandboxCoarseReward, problem_stream
 from bench.profile_report import IDLE, Classifier, line_of, split_cpu
 from tasks import load_problems
 
@@ -35,13 +36,16 @@ def test_sampler_stacks_fall_in_generation_sandbox_and_back_pressure(classify):
         == "sampler: generation, model forward"
     assert classify(stack("Sampler.run (actors/sampler.py:186)", *gen)) \
         == "sampler: generation, sampling loop (top-p, cache, stopping)"
-    logits = line_of("models/generation.py", "torch.stack(out.logits")
-    assert classify(stack("Sampler.sample_batch (actors/sampler.py:113)", f"generate_programs ({logits}")) \
-        == "sampler: behaviour log-probs (stack logits, log_softmax)"
-    assert classify(stack("Sampler.run (actors/sampler.py:190)", "Sampler._push (actors/sampler.py:207)",
-                          "wait (ray/_private/worker.py:3100)")) == "sampler: waiting under back-pressure (buffer.put)"
+    logprobs = line_of("models/generation.py", "logprobs[rows, step] =")
+    assert classify(stack("Sampler.sample_batch (actors/sampler.py:113)", "generate_programs (models/generation.py:64)",
+                          f"decode_causal ({logprobs}")) == "sampler: behaviour log-probs (log_softmax, gather)"
+    assert classify(stack("Sampler.sample_batch (actors/sampler.py:113)", "generate_programs (models/generation.py:64)",
+                          "decode_causal (models/generation.py:120)")) \
+        == "sampler: generation, sampling loop (top-p, cache, stopping)"
+    assert classify(stack("Sampler.run (actors/sampler.py:190)", "Sampler._wait_pushed (actors/sampler.py:207)",
+                          "wait (threading.py:320)")) == "sampler: waiting under back-pressure (buffer.put)"
     # taking new weights while held by back-pressure is weight traffic, not waiting
-    assert classify(stack("Sampler._push (actors/sampler.py:208)", "Sampler.refresh_weights (actors/sampler.py:70)",
+    assert classify(stack("Sampler._wait_pushed (actors/sampler.py:208)", "Sampler.refresh_weights (actors/sampler.py:70)",
                           "ObjectStoreSync.fetch (learner/weight_sync.py:110)")) \
         == "sampler: fetch new weights (ray.get)"
 
@@ -109,3 +113,39 @@ def test_sandbox_reward_grades_completions_with_the_coarse_reward(problems):
     assert rewards == [1.0, -1.0, -0.6, -0.3]  # the tokens after EOS are not part of the program
     assert reward.graded == 4 and reward.passed == 1
     assert reward.outcomes == {outcome: 1 for outcome in completions}
+
+
+def peers_results(ours: list[float], trl: list[float]) -> dict:
+    def scores(tests_only: float) -> dict:
+        return {"tests-only": {"pass@1": tests_only, "pass@5": tests_only}, "supervised": {"pass@1": 0.78, "pass@5": 0.8}}
+
+    def run(arm: str, seed: int, value: float, per_s: float) -> dict:
+        points = [{"train_s": 37.0, **scores(value - 0.01)}, {"train_s": 75.0, **scores(value)}]
+        return {"arm": arm, "lr": 2e-5, "seed": seed, "steps": 50, "programs_per_s": per_s, "heldout": points[-1],
+                "points": points, "curve": [{"train_s": 10.0, "graded": 300}, {"train_s": 70.0, "graded": 3000}]}
+
+    return {"settings": {"budget_s": 75.0, "seeds": 3}, "commands": ["bench/peers.py"], "elapsed_s": 600,
+            "load_avg_start": [0.5], "load_avg_end": [0.7], "start": [scores(0.19), scores(0.188)],
+            "ours": [run("coarse", i, v, 48.0) for i, v in enumerate(ours)],
+            "trl": {"best_lr": 2e-5, "runs": [run("trl", i, v, 32.0) for i, v in enumerate(trl)],
+                    "sweep": [run("trl", 0, trl[0], 32.0)]}}
+
+
+def test_peers_report_counts_a_difference_only_beyond_noise_and_seed_spread(tmp_path):
+    from bench.peers_report import BEGIN, END, markdown, verdicts, write_outputs
+
+    clear = peers_results([0.31, 0.33, 0.35], [0.25, 0.252, 0.257])
+    assert "`coarse` against TRL: +0.077" in verdicts(clear)[0] and verdicts(clear)[0].endswith("**above**")
+    overlapping = peers_results([0.24, 0.33, 0.35], [0.25, 0.252, 0.257])  # one seed below TRL's best seed
+    assert verdicts(overlapping)[0].endswith("**no difference**")
+    assert "| programs generated and graded per second of training | 48.0 ± 0.0 | 32.0 ± 0.0 |" in markdown(clear)
+    assert "| 1.50x | 1.00 |" in markdown(clear)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{BEGIN}\nold table\n{END}\nafter\n")
+    write_outputs(clear, tmp_path / "curves.png", readme)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith(f"{END}\nafter\n") and "old table" not in text
+    assert "1.50x" in text and (tmp_path / "curves.png").stat().st_size > 0
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="peers markers"):
+        write_outputs(clear, tmp_path / "curves.png", readme)

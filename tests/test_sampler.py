@@ -89,3 +89,45 @@ def test_baseline_cap_keeps_solved_problems_reinforced(tmp_path, scripted):
     assert solved == pytest.approx([1.0] * SAMPLES)  # the group baseline alone would give 0
     assert unsolved == pytest.approx([0.0] * SAMPLES)  # each failure scored what the others did
     assert first == pytest.approx([1.3, -0.3, -0.3, -0.3])  # a failure beside a pass: at most 0 as baseline
+
+
+def test_run_generates_the_next_batch_while_the_last_is_graded_and_held(tmp_path, scripted):
+    """`run` overlaps generation with grading and pushing, but hands a batch over only once the previous one is
+    in the buffer (back-pressure still bounds how far it runs ahead), and tags each batch with the weight
+    version it was generated with."""
+    import threading
+    import time
+
+    sampler, _ = make_sampler(tmp_path, scripted, "--reward.baseline=group")
+    events: list[tuple[str, int, float]] = []
+    generate = sampler.backend.generate
+
+    def timed_generate(prompts, **kw):
+        events.append(("generate", sampler.version, time.perf_counter()))
+        time.sleep(0.1)
+        return generate(prompts, **kw)
+
+    def held_put(trajectories):
+        events.append(("put", trajectories[0].policy_version, time.perf_counter()))
+        assert threading.current_thread() is not threading.main_thread()  # the grading thread pushes
+        time.sleep(0.4)  # back-pressure holds this batch
+        events.append(("accepted", trajectories[0].policy_version, time.perf_counter()))
+        return len(trajectories)
+
+    versions = iter(range(1, 100))
+
+    def refresh_weights():  # a new version before every batch; `latest` is asked while a put is held too
+        sampler.version = next(versions)
+        return True
+
+    sampler.backend.generate, sampler._put, sampler.refresh_weights = timed_generate, held_put, refresh_weights
+    sampler.run(max_batches=3)
+    kinds = [kind for kind, _, _ in events]
+    assert kinds.count("generate") == 3 and kinds.count("accepted") == 3
+    puts = [e for e in events if e[0] == "put"]
+    accepted = [e for e in events if e[0] == "accepted"]
+    generated = [e for e in events if e[0] == "generate"]
+    assert generated[1][2] < accepted[0][2]  # batch 2 was generated while batch 1 was held
+    assert puts[1][2] >= accepted[0][2] and puts[2][2] >= accepted[1][2]  # but put only once batch 1 was in
+    assert [e[1] for e in puts] == [e[1] for e in generated]  # each batch carries the version it was made with
+    assert sampler.status().samples == 3 * len(scripted) * SAMPLES
