@@ -173,7 +173,8 @@ def generate_programs(
     if not is_seq2seq and not use_generate:
         ids, mask = left_pad(prompts, pad)
         decoded = decode_causal(model, ids.to(device), mask.to(device), n, max_new_tokens=max_new_tokens, eos_id=eos,
-                                pad_id=pad, greedy=greedy, warpers=_sampling_warpers(temperature, top_p))
+                                pad_id=pad, greedy=greedy,
+                                warpers=LogitsProcessorList() if greedy else _sampling_warpers(temperature, top_p))
     if decoded is None:
         decoded = _decode_with_generate(model, prompts, n, is_seq2seq=is_seq2seq, max_new_tokens=max_new_tokens,
                                         eos_id=eos, pad_id=pad, greedy=greedy, temperature=temperature, top_p=top_p)

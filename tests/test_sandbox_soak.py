@@ -119,7 +119,8 @@ def test_soak_5000_programs_leaves_no_trace():
             assert not verdict.passed, verdict.summary()
         else:
             assert verdict.outcome == want, verdict.summary()
-    # No growth: one fewer descriptor or descendant process happens when something left by an earlier test (an
-    # open file, a Ray helper process) ends mid-soak; the fork-servers' own state must be exactly as before.
-    assert after[0] <= before[0] and after[1] <= before[1] and after[2] == before[2], \
+    # No growth: in a whole-suite run, what earlier tests left in this process (Ray's and torch's threads, an open
+    # log) may close or open a descriptor or two mid-soak, so a few are allowed; a leak per program would show as
+    # thousands. Descendant processes and the fork-servers' own state must be exactly as before.
+    assert after[0] <= before[0] + 4 and after[1] <= before[1] and after[2] == before[2], \
         f"resources before {before}, after {after}"
