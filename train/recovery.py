@@ -35,6 +35,9 @@ class Run(Protocol):
     checkpoints: RunCheckpoints
     log: RunLog
     problems_ref: Any
+    store: Any  # the WeightStore actor
+    version: int  # the last weight version published
+    version_steps: dict[int, int]
 
 
 class LearnerRecovery:
@@ -75,6 +78,14 @@ class LearnerRecovery:
         finally:
             self.status = None
         run.step = resumed_from
+        # Rank 0 may have died after the weight store took its last publish but before the reply came back: that
+        # version is out (samplers may run it), so the next publish must come after it, never reuse its number.
+        latest = await run.store.latest.remote()
+        while latest is not None and latest.version > run.version:
+            run.version += 1
+            run.version_steps[run.version] = died_at
+            run.log.write({"kind": "event", "event": "publish", "step": died_at, "version": run.version,
+                           "reply_lost_with_rank_0": True})
         run.log.write({"kind": "event", "event": "learner_restart", "step": resumed_from, "died_at_step": died_at,
                        "resumed_from_step": resumed_from, "checkpoint": checkpoint.location if checkpoint else None,
                        "restarts": self.restarts, "recovery_s": round(time.time() - started, 2)})
