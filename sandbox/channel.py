@@ -7,6 +7,7 @@ The channel also watches the fork-server's control socket for the news that the 
 """
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import time
@@ -41,14 +42,8 @@ class ProgramChannel:
         if remaining <= 0:
             raise ChildTimeout()
         self.sock.settimeout(remaining)  # a process that stops reading cannot hold a large request forever
-        try:
+        with self._socket_errors():
             wire.send_msg(self.sock, msg)
-        except TimeoutError:
-            raise ChildTimeout() from None
-        except OSError:
-            raise ChildGone("the program's process closed its channel") from None
-        finally:
-            self.sock.settimeout(None)
         while True:
             for event in self.events:
                 if event.get("ev") == "fork_failed":
@@ -67,9 +62,12 @@ class ProgramChannel:
             if self.server.ctrl in ready:
                 self.events.append(self.server._ctrl_recv(timeout=0))
 
-    def _read(self, msg_id: int, deadline: float, max_bytes: int) -> dict:
+    @contextlib.contextmanager
+    def _socket_errors(self):
+        """The socket's failures as the channel's: a timeout is ChildTimeout, a closed peer ChildGone; the socket
+        is left blocking again."""
         try:
-            reply = wire.recv_msg(self.sock, max_bytes, deadline)
+            yield
         except wire.PeerClosed:
             raise ChildGone("the program's process ended without answering") from None
         except TimeoutError:
@@ -78,6 +76,10 @@ class ProgramChannel:
             raise ChildGone("the program's process closed its channel") from None
         finally:
             self.sock.settimeout(None)
+
+    def _read(self, msg_id: int, deadline: float, max_bytes: int) -> dict:
+        with self._socket_errors():
+            reply = wire.recv_msg(self.sock, max_bytes, deadline)
         if type(reply) is not dict:
             raise wire.WireError("reply is not an object")
         if reply.get("id") != msg_id or type(reply.get("id")) is not int:
