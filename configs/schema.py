@@ -73,7 +73,7 @@ class SamplerConfig:
 
 @dataclass
 class SandboxConfig:
-    num_workers: int = 0  # 0 = one per CPU core
+    num_workers: int = 0  # 0 = one per CPU core (Ray actors), two per core (local threads)
     test_timeout_s: float = 4.0  # one test
     program_timeout_s: float = 20.0  # the whole program, all tests
     memory_mb: int = 1024  # the program's whole process tree (cgroup), and each process's address space

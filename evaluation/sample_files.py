@@ -14,7 +14,7 @@ from evaluation.evaluate import EvalResult, summarise
 
 def grade_samples(samples: Sequence, ks: Sequence[int], *, workers: int = 0, limits=None,
                   use_grading_tests: bool = True, show_progress: bool = True) -> EvalResult:
-    """Verdicts for `tasks.Sample`s (in order) on ``workers`` local sandbox workers (0: one per core), and the
+    """Verdicts for `tasks.Sample`s (in order) on ``workers`` local sandbox workers (0: two per core), and the
     pass@``ks`` report. A problem's n is the number of its samples; a k above it leaves that problem out of
     pass@k (``counted@k``)."""
     from configs.schema import SandboxConfig

@@ -7,7 +7,6 @@ The channel also watches the fork-server's control socket for the news that the 
 """
 from __future__ import annotations
 
-import contextlib
 import select
 import socket
 import time
@@ -30,6 +29,7 @@ class ServerDied(RuntimeError):
 class ProgramChannel:
     def __init__(self, sock: socket.socket, server, events: list[dict]):
         self.sock = sock
+        self.reader = wire.FrameReader(sock)
         self.server = server  # the ForkServer: its control socket and `_ctrl_recv`
         self.events = events
         self.next_id = 1
@@ -42,7 +42,7 @@ class ProgramChannel:
         if remaining <= 0:
             raise ChildTimeout()
         self.sock.settimeout(remaining)  # a process that stops reading cannot hold a large request forever
-        with self._socket_errors():
+        with self:
             wire.send_msg(self.sock, msg)
         while True:
             for event in self.events:
@@ -50,9 +50,11 @@ class ProgramChannel:
                     raise ServerDied(f"sandbox server could not fork: {event.get('message')}")
             if any(e.get("ev") == "exited" for e in self.events):
                 ready, _, _ = select.select([self.sock], [], [], 0)
-                if not ready:
+                if not ready and not self.reader.buffer:
                     raise ChildGone("the program's process ended without answering")
                 return self._read(msg_id, min(deadline, time.monotonic() + 0.05), max_bytes)
+            if self.reader.buffer:  # more than one frame arrived earlier: refused by its id in _read
+                return self._read(msg_id, deadline, max_bytes)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ChildTimeout()
@@ -62,24 +64,26 @@ class ProgramChannel:
             if self.server.ctrl in ready:
                 self.events.append(self.server._ctrl_recv(timeout=0))
 
-    @contextlib.contextmanager
-    def _socket_errors(self):
-        """The socket's failures as the channel's: a timeout is ChildTimeout, a closed peer ChildGone; the socket
-        is left blocking again."""
-        try:
-            yield
-        except wire.PeerClosed:
+    # The socket's failures as the channel's (a timeout is ChildTimeout, a closed peer ChildGone), and the socket
+    # left blocking again: `with self:` around every send and read (a class, not contextlib: it runs per message).
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        self.sock.settimeout(None)
+        if kind is None:
+            return False
+        if issubclass(kind, wire.PeerClosed):
             raise ChildGone("the program's process ended without answering") from None
-        except TimeoutError:
+        if issubclass(kind, TimeoutError):
             raise ChildTimeout() from None
-        except OSError:
+        if issubclass(kind, OSError):
             raise ChildGone("the program's process closed its channel") from None
-        finally:
-            self.sock.settimeout(None)
+        return False
 
     def _read(self, msg_id: int, deadline: float, max_bytes: int) -> dict:
-        with self._socket_errors():
-            reply = wire.recv_msg(self.sock, max_bytes, deadline)
+        with self:
+            reply = self.reader.recv(max_bytes, deadline)
         if type(reply) is not dict:
             raise wire.WireError("reply is not an object")
         if reply.get("id") != msg_id or type(reply.get("id")) is not int:

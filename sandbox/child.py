@@ -178,10 +178,11 @@ class _Session:
 def serve(sock: socket.socket, max_msg: int, max_output: int) -> None:
     """Answer requests until the trusted side closes the channel or the fork-server kills this process."""
     session = _Session(sock, max_msg, max_output)
+    reader = wire.FrameReader(sock)
     handlers = {"load": session.load, "call": session.call, "stdio": session.stdio}
     while True:
         try:
-            msg = wire.recv_msg(sock, max_msg)
+            msg = reader.recv(max_msg)
             handler = handlers[msg["op"]]
         except (wire.WireError, OSError, KeyError, TypeError):
             # Wait for the fork-server's kill instead of exiting: an exit here would only wake it for nothing.

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "project's or the dataset's own (MBPP 11, HumanEval/0, APPS 4000)")
     parser.add_argument("--out", default="-", help="where to write verdicts as JSONL (default: standard output)")
     parser.add_argument("--format", default=None, help="problem format (default: detected from the file)")
-    parser.add_argument("--workers", type=int, default=0, help="sandbox worker processes (default: one per core)")
+    parser.add_argument("--workers", type=int, default=0, help="sandbox workers (default: two per core)")
     parser.add_argument("--grading-tests", action="store_true", help="grade with the stronger grading tests")
     parser.add_argument("--test-timeout", type=float, default=None, help="seconds per test (default: config)")
     parser.add_argument("--program-timeout", type=float, default=None, help="seconds per program (default: config)")

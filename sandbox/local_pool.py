@@ -24,8 +24,16 @@ from tasks.problem import Problem
 log = logging.getLogger(__name__)
 
 
-def default_num_workers(limits: SandboxConfig) -> int:
-    return limits.num_workers if limits.num_workers > 0 else (os.cpu_count() or 1)
+# One program's grading alternates between three processes (this thread, the fork-server, the program), so one
+# worker per core leaves cores idle between the steps. MBPP references on 2 cores (bench/sandbox_throughput.py):
+# 2 workers 298-392 programs/s, 4 workers 363-539 (the machine's own variation), 6-8 no better than 4.
+LOCAL_WORKERS_PER_CORE = 2
+
+
+def default_num_workers(limits: SandboxConfig, per_core: int = 1) -> int:
+    """``limits.num_workers``, or (0) ``per_core`` workers per CPU core: one for Ray sandbox actors (processes of
+    their own, sharing the node with samplers), `LOCAL_WORKERS_PER_CORE` for the threads of `LocalSandboxPool`."""
+    return limits.num_workers if limits.num_workers > 0 else per_core * (os.cpu_count() or 1)
 
 
 def detach_grader_process() -> str:
@@ -67,11 +75,11 @@ def infra_error(problem: Problem, message: str) -> Verdict:
 
 class LocalSandboxPool:
     """``run(jobs)`` grades ``(problem, program)`` pairs (whole programs, as for `run_program`) on
-    ``num_workers`` fork-servers (0: one per core); verdicts in job order."""
+    ``num_workers`` fork-servers (0: two per core); verdicts in job order."""
 
     def __init__(self, num_workers: int = 0, limits: SandboxConfig | None = None):
         self.limits = limits or SandboxConfig()
-        n = num_workers or default_num_workers(self.limits)
+        n = num_workers or default_num_workers(self.limits, LOCAL_WORKERS_PER_CORE)
         if n < 1:
             raise ValueError(f"num_workers must be >= 1, got {n}")
         self.servers: list[ForkServer] = []

@@ -43,22 +43,6 @@ def send_msg(sock: socket.socket, obj) -> None:
     sock.sendall(_HEADER.pack(len(data)) + data)
 
 
-def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:
-    chunks = []
-    while n:
-        if deadline is not None:  # per read: a peer trickling one byte at a time still ends at the deadline
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("deadline passed while reading a message")
-            sock.settimeout(remaining)
-        chunk = sock.recv(min(n, 1 << 20))
-        if not chunk:
-            raise PeerClosed("peer closed the channel")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
 def _json_int(text: str) -> int:
     # Ints beyond 62 bits travel as {"i": hex}: a long decimal literal is malformed, and converting one would
     # cost quadratic time.
@@ -67,16 +51,45 @@ def _json_int(text: str) -> int:
     return int(text)
 
 
-def recv_msg(sock: socket.socket, max_bytes: int, deadline: float | None = None):
-    """One message; WireError when it is longer than ``max_bytes`` (checked before reading it) or not JSON;
-    TimeoutError when it is not complete by ``deadline`` (time.monotonic())."""
-    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, deadline))
-    if size > max_bytes:
-        raise WireError(f"message of {size} bytes exceeds the limit of {max_bytes}")
-    try:
-        return json.loads(_recv_exact(sock, size, deadline).decode("utf-8", "surrogatepass"), parse_int=_json_int)
-    except (ValueError, RecursionError) as exc:
-        raise WireError(f"malformed message: {str(exc)[:200]}") from None
+_DECODER = json.JSONDecoder(parse_int=_json_int)  # one instance: json.loads(parse_int=) builds one per call
+
+
+class FrameReader:
+    """Reads messages from one socket. Each read asks for everything that has arrived, so a reply usually costs
+    one ``recv``; bytes past the frame stay here for the next read (where a frame nobody asked for is refused
+    by its id, see sandbox/channel.py)."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buffer = bytearray()
+
+    def _fill(self, need: int, deadline: float | None) -> None:
+        while len(self.buffer) < need:
+            if deadline is not None:  # per read: a peer trickling one byte at a time still ends at the deadline
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("deadline passed while reading a message")
+                self.sock.settimeout(remaining)
+            chunk = self.sock.recv(max(need - len(self.buffer), 1 << 16))
+            if not chunk:
+                raise PeerClosed("peer closed the channel")
+            self.buffer += chunk
+
+    def recv(self, max_bytes: int, deadline: float | None = None):
+        """One message; WireError when it is longer than ``max_bytes`` (checked before reading it) or not JSON;
+        TimeoutError when it is not complete by ``deadline`` (time.monotonic())."""
+        self._fill(_HEADER.size, deadline)
+        (size,) = _HEADER.unpack_from(self.buffer)
+        if size > max_bytes:
+            raise WireError(f"message of {size} bytes exceeds the limit of {max_bytes}")
+        end = _HEADER.size + size
+        self._fill(end, deadline)
+        data = bytes(self.buffer[_HEADER.size:end])
+        del self.buffer[:end]
+        try:
+            return _DECODER.decode(data.decode("utf-8", "surrogatepass"))
+        except (ValueError, RecursionError) as exc:
+            raise WireError(f"malformed message: {str(exc)[:200]}") from None
 
 
 class Handle:

@@ -131,7 +131,7 @@ def test_a_process_that_stops_reading_cannot_hold_the_grader(server):
     problem = Problem(problem_id="big-input", source="test", prompt="", tests=Suite(kind="stdio", cases=[
         ["1\n1\n", "2\n"], [big, f"{2 << 20}\n"]]))
     program = ("import sys, time, wire\nprint(sum(map(int, sys.stdin.read().split())))\n"
-               "wire.recv_msg = lambda *a, **k: time.sleep(10 ** 6)\n")
+               "wire.FrameReader.recv = lambda *a, **k: time.sleep(10 ** 6)\n")
     verdict = server.run(problem, program)
     assert (verdict.outcome, verdict.reason, verdict.tests_passed) == ("runtime_error", "timeout", 1), verdict.summary()
     assert verdict.wall_ms < 1000 * (LIMITS.program_timeout_s + 1.0)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import struct
 import threading
+import time
 
 import pytest
 
@@ -191,6 +194,36 @@ def test_local_pool_keeps_job_order():
     with LocalSandboxPool(2, LIMITS) as pool:
         verdicts = pool.run(jobs)
     assert [v.outcome for v in verdicts] == ["passed", "failed", "compile_error"] * 3
+
+
+def test_local_pool_runs_two_workers_per_core_by_default():
+    with LocalSandboxPool(0, LIMITS) as pool:
+        assert len(pool.servers) == 2 * (os.cpu_count() or 1)
+        assert all(v.passed for v in pool.run([(ADD, "def add(a, b): return a + b")] * 8))
+
+
+def test_frame_reader_splits_frames_that_arrive_together_and_checks_size_and_deadline():
+    def pair():
+        ours, theirs = socket.socketpair()
+        return wire.FrameReader(ours), theirs
+
+    reader, theirs = pair()
+    wire.send_msg(theirs, {"id": 1, "v": "a"})
+    wire.send_msg(theirs, {"id": 2, "v": [1, 2]})
+    assert reader.recv(1 << 10) == {"id": 1, "v": "a"}
+    assert reader.recv(1 << 10) == {"id": 2, "v": [1, 2]}
+    assert not reader.buffer
+    reader, theirs = pair()
+    theirs.sendall(struct.pack(">I", 1 << 20))  # a header announcing more than the limit: refused unread
+    with pytest.raises(wire.WireError, match="exceeds"):
+        reader.recv(1 << 10)
+    reader, theirs = pair()
+    theirs.sendall(struct.pack(">I", 100) + b'{"id": 3')  # a frame that never completes ends at the deadline
+    with pytest.raises(TimeoutError):
+        reader.recv(1 << 10, time.monotonic() + 0.2)
+    theirs.close()
+    with pytest.raises(wire.PeerClosed):
+        reader.recv(1 << 10)
 
 
 @pytest.mark.parametrize("value", [None, True, 3, -(10 ** 40), 2.5, float("inf"), "é", [1, (2, 3)], {1: {"a"}},
