@@ -224,7 +224,7 @@ class Watcher(threading.Thread):
             while True:  # the controller exists first; its phase says when training starts
                 try:
                     controller = ray.get_actor(f"{self.run_name}:controller", namespace=self.ns)
-                    if ray.get(controller.progress.remote(), timeout=10).get("phase") in ("rl", "supervised"):
+                    if ray.get(controller.progress.remote(), timeout=10).phase in ("rl", "supervised"):
                         break
                 except (ValueError, ray.exceptions.RayError):
                     pass
