@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="evaluation actors, each with a policy copy; 0 = no Ray [eval.num_actors of --config, else 2]")
     add("--config", default=None, help="a preset or YAML file: its eval section places the evaluation actors (CPUs, "
         "GPUs, custom resources; e.g. one GPU each) and its sandbox section sets the grading limits")
-    add("--workers", type=int, default=0, help="sandbox workers (default: two per core without Ray, one per core as Ray actors)")
+    add("--workers", type=int, default=0,
+        help="sandbox workers (default: two per core without Ray, one per core as Ray actors)")
     add("--out", default=None, help="output directory (default: runs/eval-<model>-<time>)")
     add("--address", default=None, help="join this Ray cluster (default: the job's cluster inside `ray job submit` "
                                         "or RAY_ADDRESS, else an embedded local Ray; local: always embedded)")

@@ -128,8 +128,8 @@ def evaluate(policy_name_or_path: str, problems: Sequence, n: int = 20, ks: Sequ
 
     ``samplers`` Ray actors share the problems in chunks (0: generate in this process, no Ray), each created with
     ``actor_options`` (`cluster.placement.actor_options(cfg, "eval")`; default one CPU) and running on the GPU Ray
-    gives it; ``workers`` sandbox workers grade (0: two per core in this process, one per core as Ray actors). Ray is started (and stopped) here unless it is
-    already running."""
+    gives it; ``workers`` sandbox workers grade (0: two per core in this process, one per core as Ray actors). Ray
+    is started (and stopped) here unless it is already running."""
     from configs.schema import SandboxConfig
 
     check_settings(n, temperature, samplers)
