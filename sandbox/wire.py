@@ -70,7 +70,8 @@ class FrameReader:
                 if remaining <= 0:
                     raise TimeoutError("deadline passed while reading a message")
                 self.sock.settimeout(remaining)
-            chunk = self.sock.recv(max(need - len(self.buffer), 1 << 16))
+            # At least what is waiting for a small reply, at most 1 MiB per read (a frame may announce megabytes).
+            chunk = self.sock.recv(min(max(need - len(self.buffer), 1 << 16), 1 << 20))
             if not chunk:
                 raise PeerClosed("peer closed the channel")
             self.buffer += chunk
